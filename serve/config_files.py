@@ -25,6 +25,16 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "config"
 
 
+def display(path: Path) -> str:
+    """A path as shown in messages and plans: relative to the kit's root when it lies inside it, so
+    output does not depend on where the kit is checked out."""
+    root = config_dir().resolve().parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def shipped(kind: str) -> list[str]:
     folder = config_dir() / kind
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
@@ -52,21 +62,22 @@ def resolve(kind: str, name_or_path: str, *, option: str) -> Path:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    shown = display(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise KitError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
+        raise KitError(f"{shown}: cannot read ({exc.strerror}); check the path and its permissions") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise KitError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax there") from None
+        raise KitError(f"{shown}:{where}: not valid YAML ({problem}); fix the syntax there") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise KitError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+        raise KitError(f"{shown}: the top level must be a mapping of keys, not {type(data).__name__}")
     return data
 
 

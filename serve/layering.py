@@ -43,17 +43,19 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _load_chain(name_or_path: str, option: str, seen: list[Path]) -> tuple[dict[str, Any], list[Path]]:
     path = config_files.resolve("profiles", name_or_path, option=option).resolve()
     if path in seen:
-        cycle = " -> ".join(str(p) for p in [*seen, path])
-        raise ProfileError(f"{path}: extends forms a cycle ({cycle}); remove one of the extends keys")
+        cycle = " -> ".join(config_files.display(p) for p in [*seen, path])
+        raise ProfileError(
+            f"{config_files.display(path)}: extends forms a cycle ({cycle}); remove one of the extends keys"
+        )
     data = config_files.read_yaml(path)
     parent = data.get("extends")
     if parent is None:
         return data, [*seen, path]
     if not isinstance(parent, str):
-        raise ProfileError(f"{path}: extends = {parent!r}: must be a profile name or a path")
+        raise ProfileError(f"{config_files.display(path)}: extends = {parent!r}: must be a profile name or a path")
     if "/" in parent and not Path(parent).is_absolute():
         parent = str(path.parent / parent)
-    base, chain = _load_chain(parent, f"{path}: extends", [*seen, path])
+    base, chain = _load_chain(parent, f"{config_files.display(path)}: extends", [*seen, path])
     merged = deep_merge(base, data)
     merged["extends"] = parent
     return merged, chain
@@ -131,10 +133,11 @@ def load_profile(
     data, chain = _load_chain(name_or_path, "--profile", [])
     overrides, sources = collect_overrides(cli_sets or [], environ)
     data = apply_overrides(data, overrides)
-    path = chain[-1]
-    label = str(path) if not overrides else f"{path} (with overrides {', '.join(overrides)})"
+    path = chain[0]
+    shown = config_files.display(path)
+    label = shown if not overrides else f"{shown} (with overrides {', '.join(overrides)})"
     profile = config_files.parse(Profile, data, label)
-    name = path.stem if path.parent == (config_files.config_dir() / "profiles").resolve() else str(path)
+    name = path.stem if path.parent == (config_files.config_dir() / "profiles").resolve() else shown
     return LoadedProfile(
         name=name,
         path=path,

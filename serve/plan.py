@@ -149,7 +149,10 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
     if refusals:
         more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
         raise Refusal(f"profile {loaded.name}: {refusals[0]}{more}")
-    fit = memory_fit.apply(decisions, gpu, engine, model, warnings)
+    try:
+        fit = memory_fit.apply(decisions, gpu, engine, model, warnings)
+    except Refusal as exc:
+        raise Refusal(f"profile {loaded.name}: {exc}") from None
     return Plan(
         profile=loaded.name,
         decisions=decisions,

@@ -23,8 +23,8 @@ def gpu_facts(arg: str) -> GpuFacts:
         return probe_gpu()
     path = config_files.resolve("gpus", arg, option="--gpu")
     data = config_files.read_yaml(path)
-    data.setdefault("source", str(path))
-    return config_files.parse(GpuFacts, data, str(path))
+    data.setdefault("source", config_files.display(path))
+    return config_files.parse(GpuFacts, data, config_files.display(path))
 
 
 # Vendor memory bandwidth (GB/s) by NVML name fragment; NVML does not report bandwidth.
@@ -97,9 +97,9 @@ def engine_facts(arg: str) -> EngineFacts:
         return probe_engine()
     path = config_files.resolve("engines", arg, option="--engine")
     data = config_files.read_yaml(path)
-    data.setdefault("source", str(path))
+    data.setdefault("source", config_files.display(path))
     data.setdefault("name", path.stem)
-    return config_files.parse(EngineFacts, data, str(path))
+    return config_files.parse(EngineFacts, data, config_files.display(path))
 
 
 def _installed_distribution() -> tuple[str, str]:
@@ -265,8 +265,8 @@ def model_facts(layer: ModelLayer, *, profile_source: str) -> ModelFacts:
     if layer.facts:
         path = config_files.resolve("models", layer.facts, option=f"{profile_source}: model.facts")
         data = config_files.read_yaml(path)
-        data.setdefault("source", str(path))
-        return config_files.parse(ModelFacts, data, str(path))
+        data.setdefault("source", config_files.display(path))
+        return config_files.parse(ModelFacts, data, config_files.display(path))
     raise FactsError(
         f"{profile_source}: the model's shape is unknown: set model.path to a local model directory or "
         "model.facts to a description in config/models/"

