@@ -28,3 +28,28 @@ def tiny_models(tmp_path_factory):
         return made[key]
 
     return get
+
+
+def _server(request, tiny_models, profile: str, arch: str, **model_options):
+    from tests.support.require import need_vllm
+    from tests.support.vllm_server import VllmServer
+
+    need_vllm()
+    server = VllmServer(profile, tiny_models(arch, **model_options), engine="auto")
+    server.start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def cpu_tiny_server(request, tiny_models):
+    """vLLM (CPU build) serving the tiny dense Qwen3 through ``python -m serve launch --profile cpu-tiny``;
+    shared by the tests that only read from it. Tests that kill or freeze vLLM start their own."""
+    return _server(request, tiny_models, "cpu-tiny", "qwen3")
+
+
+@pytest.fixture(scope="session")
+def cpu_tiny_mtp_server(request, tiny_models):
+    """The tiny Qwen3.5 hybrid whose MTP head agrees with the model (non-zero acceptance), served with
+    MTP speculative decoding through ``--profile cpu-tiny-mtp``."""
+    return _server(request, tiny_models, "cpu-tiny-mtp", "qwen3_5", agreeing_mtp=True)
