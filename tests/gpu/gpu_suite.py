@@ -1,0 +1,297 @@
+"""The GPU proof (issue 8), run on a machine with an NVIDIA GPU and vLLM importable.
+
+    python tests/gpu/gpu_suite.py plumbing --out DIR     # tiny models, configurations (a)-(d) + INT4
+    python tests/gpu/gpu_suite.py perf --out DIR         # shape-exact synthetic checkpoint, bench
+
+Every configuration is started the way users start it, ``python -m serve launch --gpu auto --engine
+auto`` (the RTX 5090 run forces ``--gpu rtx5090``), all at once on the one GPU with small memory shares
+(they are tiny), each watched by its own sidecar. Then the smoke suite's plumbing checks run against
+each, the spec-decode counters are read through the sidecar, and the sidecar's NVML telemetry must name
+the GPU. Results land in DIR as JSON and a markdown table (``report.md``), written by this script, not
+by hand. No flag is typed here: workarounds come from the launcher's rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+REHEARSAL = os.environ.get("GPU_SUITE_CPU_REHEARSAL") == "1"
+PY = sys.executable
+
+
+@dataclass
+class Config:
+    name: str
+    what: str
+    profile: str
+    model: str  # key into the models dict
+    gpu: str = "auto"
+    sets: list[str] = field(default_factory=list)
+    expect_spec: bool = True
+    expect_graphs_off: bool = False
+
+
+TINY_SETS = [
+    "serving.max_model_len=4096",
+    "serving.max_num_seqs=4",
+    "serving.gpu_memory_utilization=0.12",
+    "serving.kv_cache_memory_bytes=1073741824",
+]
+
+PLUMBING = [
+    Config("a-h100-fp8-mtp", "(a) H100 profile: fp8 KV, MTP, CUDA graphs on", "qwen3.6-27b-h100", "bf16"),
+    Config("a-h100-fp8-mtp-int4", "(a) the same on the INT4 AutoRound copy", "qwen3.6-27b-h100", "int4"),
+    Config(
+        "b-turboquant-mtp",
+        "(b) TurboQuant 4-bit KV + MTP: rules turn CUDA graphs off",
+        "qwen3.6-27b-h100",
+        "bf16",
+        sets=["serving.kv_cache=turboquant-4bit"],
+        expect_graphs_off=True,
+    ),
+    Config(
+        "c-no-spec",
+        "(c) no speculative decoding",
+        "qwen3.6-27b-h100",
+        "bf16",
+        sets=["serving.speculative=null"],
+        expect_spec=False,
+    ),
+    Config(
+        "d-seed-as-rtx5090",
+        "(d) the seed profile with the GPU facts forced to the RTX 5090's (SM120 rules)",
+        "qwen3.6-27b-rtx5090",
+        "bf16",
+        gpu="rtx5090",
+        expect_graphs_off=True,
+    ),
+]
+
+
+# A rehearsal of the orchestration on the CPU build (no GPU): one configuration, the CPU profile. It
+# checks this script before device minutes are spent on it; it proves nothing about GPUs.
+CPU_REHEARSAL = [
+    Config("rehearsal-cpu-mtp", "CPU rehearsal: cpu-tiny-mtp", "cpu-tiny-mtp", "cpu", gpu="none"),
+]
+
+
+def http(url: str, timeout: float = 10.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def log(msg: str) -> None:
+    print(f"[gpu-suite {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_models(workdir: Path) -> dict[str, Path]:
+    """Tiny Qwen3.5 hybrid with an agreeing MTP head in the layout vLLM 0.24 registers
+    (Qwen3_5ForConditionalGeneration), and its INT4 AutoRound copy."""
+    models = {"bf16": workdir / "tiny-qwen3_5-vl", "int4": workdir / "tiny-qwen3_5-vl-int4"}
+    common = ["--arch", "qwen3_5", "--agreeing-mtp", "--vl"]
+    if REHEARSAL:
+        path = workdir / "tiny-qwen3_5-text"
+        subprocess.run([PY, "-m", "serve", "tiny-model", str(path), "--arch", "qwen3_5", "--agreeing-mtp"],
+                       cwd=ROOT, check=True)
+        return {"cpu": path}
+    for key, path in models.items():
+        extra = ["--int4"] if key == "int4" else []
+        subprocess.run([PY, "-m", "serve", "tiny-model", str(path), *common, *extra], cwd=ROOT, check=True)
+    return models
+
+
+def start(config: Config, model: Path, port: int, sidecar_port: int, out: Path) -> dict[str, Any]:
+    plan_file = out / f"{config.name}.plan.json"
+    argv = [PY, "-m", "serve", "launch", "--profile", config.profile, "--gpu", config.gpu, "--engine", "auto"]
+    sizing = [] if REHEARSAL else TINY_SETS
+    for item in [f"model.path={model}", f"serving.port={port}", "serving.host=127.0.0.1", *sizing, *config.sets]:
+        argv += ["--set", item]
+    argv += ["--plan-file", str(plan_file)]
+    vllm_log = (out / f"{config.name}.vllm.log").open("wb")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=vllm_log, stderr=subprocess.STDOUT, start_new_session=True)
+    return {"config": config, "proc": proc, "port": port, "sidecar_port": sidecar_port, "plan_file": plan_file,
+            "started": time.monotonic(), "sidecar": None}
+
+
+def start_sidecar(run: dict[str, Any], out: Path) -> None:
+    name = run["config"].name
+    argv = [PY, "-m", "healthcheck", "--vllm-url", f"http://127.0.0.1:{run['port']}", "--port",
+            str(run["sidecar_port"]), "--host", "127.0.0.1", "--plan-file", str(run["plan_file"]),
+            "--probe-interval-s", "3", "--spec-window-s", "120"]
+    sidecar_log = (out / f"{name}.sidecar.log").open("wb")
+    run["sidecar"] = subprocess.Popen(argv, cwd=ROOT, stdout=sidecar_log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def metric_sum(text: str, name: str) -> float | None:
+    values = [float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([-+0-9.eE]+)$", text, re.M)]
+    return sum(values) if values else None
+
+
+def check_one(run: dict[str, Any], out: Path) -> dict[str, Any]:
+    config: Config = run["config"]
+    result: dict[str, Any] = {"config": config.name, "what": config.what}
+    base = f"http://127.0.0.1:{run['port']}"
+    plan = json.loads(run["plan_file"].read_text())
+    result["command"] = plan["command"]
+    result["kv_cache_dtype"] = plan["settings"]["kv_cache_dtype"]
+    result["cudagraph_mode"] = plan["settings"]["cudagraph_mode"] or "engine default (graphs on)"
+    result["dtype"] = plan["settings"]["dtype"]
+    result["env"] = plan["env"]
+    result["rules"] = sorted({d["rule"] for d in plan["decisions"] if d.get("rule")})
+    result["graphs_off_as_expected"] = (plan["settings"]["cudagraph_mode"] == "NONE") == config.expect_graphs_off
+    smoke_report = out / f"{config.name}.smoke.json"
+    smoke = subprocess.run(
+        [PY, "-m", "serve", "smoke", "--base-url", base, "--plan-file", str(run["plan_file"]),
+         "--report", str(smoke_report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    (out / f"{config.name}.smoke.txt").write_text(smoke.stdout + smoke.stderr)
+    result["smoke_pass"] = smoke.returncode == 0
+    # a few requests so the spec counters move, then the sidecar's view
+    for _ in range(3):
+        body = json.dumps({"model": plan["served_model_name"], "prompt": "Once upon a time", "max_tokens": 64,
+                           "temperature": 0, "ignore_eos": True}).encode()
+        req = urllib.request.Request(f"{base}/v1/completions", body, {"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=120).read()
+        except OSError as exc:
+            result.setdefault("errors", []).append(f"completion: {exc}")
+    vllm_metrics = http(f"{base}/metrics")[1]
+    drafts = metric_sum(vllm_metrics, "vllm:spec_decode_num_draft_tokens_total")
+    accepted = metric_sum(vllm_metrics, "vllm:spec_decode_num_accepted_tokens_total")
+    result["vllm_spec_draft_tokens"] = drafts
+    result["vllm_spec_accepted_tokens"] = accepted
+    time.sleep(8)  # two sidecar metric reads
+    sidecar_metrics = http(f"http://127.0.0.1:{run['sidecar_port']}/metrics")[1]
+    (out / f"{config.name}.sidecar.metrics.txt").write_text(sidecar_metrics)
+    spec_lines = [ln for ln in sidecar_metrics.splitlines() if "spec" in ln and not ln.startswith("#")]
+    result["sidecar_spec_series"] = spec_lines[:12]
+    gpu_lines = [ln for ln in sidecar_metrics.splitlines() if ln.startswith("healthcheck_gpu") or "gpu_info" in ln]
+    result["sidecar_gpu_series"] = gpu_lines[:8]
+    result["sidecar_sees_h100"] = any("H100" in ln for ln in gpu_lines)
+    result["sidecar_ready"] = http(f"http://127.0.0.1:{run['sidecar_port']}/readyz")[0] == 200
+    result["spec_counters_seen"] = bool(drafts) if config.expect_spec else drafts in (None, 0.0)
+    return result
+
+
+def plumbing(out: Path, timeout_s: float) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path("/tmp/gpu-suite-models")
+    models = make_models(workdir)
+    runs = []
+    for i, config in enumerate(CPU_REHEARSAL if REHEARSAL else PLUMBING):
+        runs.append(start(config, models[config.model], 8100 + i, 8200 + i, out))
+        log(f"started {config.name}")
+    pending = list(runs)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for run in list(pending):
+            name = run["config"].name
+            if run["proc"].poll() is not None:
+                run["failed"] = f"exited with {run['proc'].returncode}"
+                pending.remove(run)
+                log(f"{name} FAILED: {run['failed']}")
+                continue
+            if http(f"http://127.0.0.1:{run['port']}/health", timeout=2)[0] == 200:
+                run["ready_s"] = round(time.monotonic() - run["started"], 1)
+                pending.remove(run)
+                start_sidecar(run, out)
+                log(f"{name} ready after {run['ready_s']} s")
+        time.sleep(2)
+    for run in pending:
+        run["failed"] = f"not ready after {timeout_s:.0f} s"
+    time.sleep(10)  # let the sidecars probe
+    results = []
+    for run in runs:
+        name = run["config"].name
+        if "failed" in run:
+            tail = (out / f"{name}.vllm.log").read_text(errors="replace").splitlines()[-25:]
+            results.append({"config": name, "what": run["config"].what, "came_up": False, "failure": run["failed"],
+                            "log_tail": tail})
+        else:
+            try:
+                result = check_one(run, out)
+            except Exception as exc:  # report and carry on with the others
+                result = {"config": name, "what": run["config"].what, "error": repr(exc)}
+            result.update(came_up=True, ready_s=run["ready_s"])
+            results.append(result)
+        log(f"checked {name}")
+    for run in runs:
+        stop(run.get("sidecar"))
+        stop(run["proc"])
+    write_report(out, "plumbing", results)
+    return 0 if all(r.get("came_up") and r.get("smoke_pass") for r in results) else 1
+
+
+def write_report(out: Path, kind: str, results: list[dict[str, Any]]) -> None:
+    env = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": sys.version.split()[0]}
+    try:
+        import vllm  # noqa: PLC0415
+
+        env["vllm"] = vllm.__version__
+    except Exception as exc:  # noqa: BLE001
+        env["vllm"] = f"not importable: {exc}"
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    env["gpu"] = smi.stdout.strip()
+    (out / f"{kind}.json").write_text(json.dumps({"environment": env, "results": results}, indent=2, default=str))
+    lines = [f"# GPU {kind} run", "", f"{env['date']}; GPU: {env['gpu']}; vLLM {env['vllm']}; Python {env['python']}", ""]
+    if kind == "plumbing":
+        lines += ["| configuration | came up (s to ready) | KV dtype | CUDA graphs | smoke plumbing | spec counters "
+                  "(draft/accepted) | sidecar sees H100 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in results:
+            if not r.get("came_up"):
+                lines.append(f"| {r['what']} | no: {r.get('failure')} | | | | | |")
+                continue
+            spec = f"{r.get('vllm_spec_draft_tokens')}/{r.get('vllm_spec_accepted_tokens')}"
+            lines.append(
+                f"| {r['what']} | yes ({r['ready_s']}) | {r.get('kv_cache_dtype')} | {r.get('cudagraph_mode')} | "
+                f"{'pass' if r.get('smoke_pass') else 'FAIL'} | {spec} | {r.get('sidecar_sees_h100')} |"
+            )
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("phase", choices=["plumbing"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--timeout", type=float, default=540)
+    args = parser.parse_args()
+    return plumbing(args.out, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
