@@ -98,6 +98,9 @@ class ModelFacts(Strict):
     """From the safetensors index: ``mtp.fc`` stored as qweight (vLLM then skips it: 0% acceptance)."""
     weight_bytes: int | None = None
     """Bytes of all tensors, from safetensors headers or a description."""
+    weights: dict[str, int] | None = None
+    """Split of ``weight_bytes``: ``total``, ``embedding``, ``vision``, ``mtp`` (decode reads the rest
+    per token; the roofline needs it)."""
     source: str = "description"
 
     @property

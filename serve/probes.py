@@ -289,6 +289,7 @@ def read_model_dir(directory: Path) -> ModelFacts:
 def _safetensors_summary(directory: Path) -> dict[str, Any]:
     """Weight bytes and the mtp.fc storage, from headers only (no tensor is loaded)."""
     total = 0
+    split = {"embedding": 0, "vision": 0, "mtp": 0}
     names: set[str] = set()
     for shard in sorted(directory.glob("*.safetensors")):
         try:
@@ -303,8 +304,26 @@ def _safetensors_summary(directory: Path) -> dict[str, Any]:
             names.add(key)
             start, end = meta["data_offsets"]
             total += end - start
+            part = _weight_part(key)
+            if part:
+                split[part] += end - start
     if not names:
         return {}
     quantized_fc = any(n.endswith("mtp.fc.qweight") for n in names)
     has_fc = quantized_fc or any(n.endswith("mtp.fc.weight") for n in names)
-    return {"weight_bytes": total, "mtp_fc_quantized": quantized_fc if has_fc else None}
+    return {
+        "weight_bytes": total,
+        "weights": {"total": total, **split},
+        "mtp_fc_quantized": quantized_fc if has_fc else None,
+    }
+
+
+def _weight_part(name: str) -> str | None:
+    """Which part of the checkpoint a tensor belongs to, for what decode reads per token."""
+    if name.startswith("mtp.") or ".mtp." in name:
+        return "mtp"
+    if "visual." in name or "vision_tower" in name or name.startswith("vision"):
+        return "vision"
+    if name.endswith("embed_tokens.weight"):
+        return "embedding"
+    return None
