@@ -263,9 +263,12 @@ def write_report(out: Path, kind: str, results: list[dict[str, Any]]) -> None:
         env["vllm"] = vllm.__version__
     except Exception as exc:  # noqa: BLE001
         env["vllm"] = f"not importable: {exc}"
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                         capture_output=True, text=True)
-    env["gpu"] = smi.stdout.strip()
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True)
+        env["gpu"] = smi.stdout.strip()
+    except FileNotFoundError:
+        env["gpu"] = "none (no nvidia-smi)"
     (out / f"{kind}.json").write_text(json.dumps({"environment": env, "results": results}, indent=2, default=str))
     lines = [f"# GPU {kind} run", "", f"{env['date']}; GPU: {env['gpu']}; vLLM {env['vllm']}; Python {env['python']}", ""]
     if kind == "plumbing":
