@@ -15,6 +15,7 @@ from serve.plan import Plan
 FLAGS: list[tuple[str, str, str]] = [
     ("served_model_name", "--served-model-name", "value"),
     ("revision", "--revision", "value"),
+    ("generation_config", "--generation-config", "value"),
     ("dtype", "--dtype", "value"),
     ("max_model_len", "--max-model-len", "value"),
     ("gpu_memory_utilization", "--gpu-memory-utilization", "value"),

