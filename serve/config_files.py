@@ -47,7 +47,9 @@ def resolve(kind: str, name_or_path: str, *, option: str) -> Path:
     if looks_like_path:
         path = Path(name_or_path)
         if not path.is_file():
-            raise KitError(f"{option} {name_or_path}: no such file; give a path to a YAML file or a shipped name")
+            raise KitError(
+                f"{option} {name_or_path}: no such file; give a path to a YAML file or a shipped name"
+            )
         return path
     path = config_dir() / kind / f"{name_or_path}.yaml"
     if path.is_file():

@@ -52,7 +52,9 @@ def _load_chain(name_or_path: str, option: str, seen: list[Path]) -> tuple[dict[
     if parent is None:
         return data, [*seen, path]
     if not isinstance(parent, str):
-        raise ProfileError(f"{config_files.display(path)}: extends = {parent!r}: must be a profile name or a path")
+        raise ProfileError(
+            f"{config_files.display(path)}: extends = {parent!r}: must be a profile name or a path"
+        )
     if "/" in parent and not Path(parent).is_absolute():
         parent = str(path.parent / parent)
     base, chain = _load_chain(parent, f"{config_files.display(path)}: extends", [*seen, path])

@@ -100,7 +100,9 @@ def _initial(loaded: LoadedProfile) -> dict[str, Decision]:
             "served_model_name",
             served,
             "profile",
-            "model.served_name" if model.served_name else "clients keep using model.id while vLLM serves a local path",
+            "model.served_name"
+            if model.served_name
+            else "clients keep using model.id while vLLM serves a local path",
         )
     out["kv_cache_dtype"] = Decision("kv_cache_dtype", None, "default", "from serving.kv_cache")
     for key, setting in PROFILE_TO_SETTING:
@@ -123,7 +125,8 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
     decisions = _initial(loaded)
     warnings: list[str] = []
     env: dict[str, Decision] = {
-        name: Decision(name, value, "profile", "profile sets serving.env") for name, value in loaded.profile.serving.env.items()
+        name: Decision(name, value, "profile", "profile sets serving.env")
+        for name, value in loaded.profile.serving.env.items()
     }
     ctx = Ctx(
         profile=loaded.profile,
@@ -176,7 +179,11 @@ def _apply_set(decisions: dict[str, Decision], rule: Rule, effect: Set, warnings
         current.issues = tuple(dict.fromkeys(current.issues + rule.issues))
         return
     if current is None or current.source in ("default", "rule") or current.value == effect.value:
-        if current is not None and current.source in ("profile", "override") and current.value == effect.value:
+        if (
+            current is not None
+            and current.source in ("profile", "override")
+            and current.value == effect.value
+        ):
             # The profile already agrees with the rule: keep its source, add the rule's reason.
             current.reason = f"{current.reason}; agrees with rule {rule.id}: {rule.reason}"
             current.rule, current.issues = rule.id, rule.issues

@@ -121,7 +121,9 @@ def probe_engine(vllm_dir: Path | None = None) -> EngineFacts:
     if vllm_dir is None:
         spec = importlib.util.find_spec("vllm")
         if spec is None or not spec.submodule_search_locations:
-            raise FactsError("--engine auto: the vllm package is not importable; check the Python environment")
+            raise FactsError(
+                "--engine auto: the vllm package is not importable; check the Python environment"
+            )
         vllm_dir = Path(next(iter(spec.submodule_search_locations)))
     facts = describe_vllm_source(vllm_dir)
     torch_version = _version_or_none("torch") or ""
@@ -162,7 +164,9 @@ def describe_vllm_source(vllm_dir: Path) -> dict[str, Any]:
         try:
             return ast.parse(path.read_text())
         except (OSError, SyntaxError) as exc:
-            raise FactsError(f"{path}: cannot read vLLM's source ({exc}); is the vLLM install complete?") from None
+            raise FactsError(
+                f"{path}: cannot read vLLM's source ({exc}); is the vLLM install complete?"
+            ) from None
 
     cache = module("config/cache.py")
     speculative = module("config/speculative.py")
@@ -174,7 +178,9 @@ def describe_vllm_source(vllm_dir: Path) -> dict[str, Any]:
         "speculative_methods": _literal_strings(speculative, "SpeculativeMethod"),
         "compilation_config_keys": _class_fields(compilation, "CompilationConfig"),
         "cudagraph_modes": _enum_members(compilation, "CUDAGraphMode"),
-        "architectures": _registry_keys(ast.parse(registry_path.read_text())) if registry_path.exists() else [],
+        "architectures": _registry_keys(ast.parse(registry_path.read_text()))
+        if registry_path.exists()
+        else [],
         "gdn_prefill_backend_flag": "--gdn-prefill-backend" in arg_utils,
         "has_fa2": any((vllm_dir / "vllm_flash_attn").glob("_vllm_fa2_C*.so")),
     }
@@ -223,7 +229,9 @@ def _class_fields(tree: ast.Module, class_name: str) -> list[str]:
             return [
                 s.target.id
                 for s in node.body
-                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and not s.target.id.startswith("_")
+                if isinstance(s, ast.AnnAssign)
+                and isinstance(s.target, ast.Name)
+                and not s.target.id.startswith("_")
             ]
     return []
 
@@ -234,7 +242,9 @@ def _enum_members(tree: ast.Module, class_name: str) -> list[str]:
             return [
                 s.targets[0].id
                 for s in node.body
-                if isinstance(s, ast.Assign) and isinstance(s.targets[0], ast.Name) and s.targets[0].id.isupper()
+                if isinstance(s, ast.Assign)
+                and isinstance(s.targets[0], ast.Name)
+                and s.targets[0].id.isupper()
             ]
     return []
 
@@ -278,11 +288,15 @@ def read_model_dir(directory: Path) -> ModelFacts:
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise FactsError(f"{config_path}: not readable JSON ({exc}); restore the model's config.json") from None
+        raise FactsError(
+            f"{config_path}: not readable JSON ({exc}); restore the model's config.json"
+        ) from None
     try:
         facts = model_facts_from_config(config, source=str(directory))
     except (KeyError, TypeError, ValueError) as exc:
-        raise FactsError(f"{config_path}: missing or bad key {exc}; is this a Hugging Face model directory?") from None
+        raise FactsError(
+            f"{config_path}: missing or bad key {exc}; is this a Hugging Face model directory?"
+        ) from None
     return facts.model_copy(update=_safetensors_summary(directory))
 
 

@@ -148,7 +148,9 @@ class ServingLayer(Strict):
     @model_validator(mode="after")
     def _tools_need_parser(self) -> ServingLayer:
         if self.enable_auto_tool_choice and not self.tool_call_parser:
-            raise ValueError("enable_auto_tool_choice is true but tool_call_parser is not set; set one (qwen3_xml)")
+            raise ValueError(
+                "enable_auto_tool_choice is true but tool_call_parser is not set; set one (qwen3_xml)"
+            )
         return self
 
 

@@ -104,7 +104,9 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "enable_prefix_caching": plan.value("enable_prefix_caching"),
         "enforce_eager": bool(plan.value("enforce_eager")),
     }
-    engine = plan.engine.model_dump(exclude={"architectures", "speculative_methods", "compilation_config_keys"})
+    engine = plan.engine.model_dump(
+        exclude={"architectures", "speculative_methods", "compilation_config_keys"}
+    )
     return {
         "schema_version": 1,
         "profile": plan.profile,
@@ -118,7 +120,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "exec_argv": exec_argv(plan, argv),
         "env": {name: d.value for name, d in plan.env.items()},
         "settings": settings,
-        "decisions": [d.as_dict() for d in plan.decisions.values()] + [d.as_dict() for d in plan.env.values()],
+        "decisions": [d.as_dict() for d in plan.decisions.values()]
+        + [d.as_dict() for d in plan.env.values()],
         "warnings": plan.warnings,
         "memory": plan.memory,
         "facts": {

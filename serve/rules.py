@@ -258,7 +258,9 @@ RULES: list[Rule] = [
     Rule(
         id="spec-method-known",
         summary="refuse a speculative method the engine does not know",
-        when=lambda ctx: bool(ctx.speculative) and ctx.speculative["method"] not in ctx.engine.speculative_methods,
+        when=lambda ctx: (
+            bool(ctx.speculative) and ctx.speculative["method"] not in ctx.engine.speculative_methods
+        ),
         effect=lambda ctx: [
             Refuse(
                 f"serving.speculative.method = {ctx.speculative['method']!r} is not a method "
@@ -320,12 +322,14 @@ RULES: list[Rule] = [
     Rule(
         id="attn-triton-sm120-fp8-graphs",
         summary="SM120/SM121 + fp8 KV + CUDA graphs -> attention backend TRITON_ATTN",
-        when=lambda ctx: _cuda(ctx)
-        and ctx.cc is not None
-        and ctx.cc[0] == 12
-        and ctx.kv_is_fp8
-        and ctx.graphs_on
-        and ctx.engine.has_flashinfer,
+        when=lambda ctx: (
+            _cuda(ctx)
+            and ctx.cc is not None
+            and ctx.cc[0] == 12
+            and ctx.kv_is_fp8
+            and ctx.graphs_on
+            and ctx.engine.has_flashinfer
+        ),
         effect=lambda ctx: [Set("attention_backend", "TRITON_ATTN")],
         reason="FlashInfer + fp8 KV + CUDA graphs gave random output on RTX PRO 6000 (sm_120); TRITON_ATTN worked.",
         issues=("vllm#41651",),
@@ -334,11 +338,13 @@ RULES: list[Rule] = [
     Rule(
         id="dtype-bf16-fp8-sm90",
         summary="SM90 + fp8 KV + dtype half -> bfloat16",
-        when=lambda ctx: _cuda(ctx)
-        and ctx.cc is not None
-        and ctx.cc[0] == 9
-        and ctx.kv_is_fp8
-        and ctx.settings.get("dtype") in ("half", "float16"),
+        when=lambda ctx: (
+            _cuda(ctx)
+            and ctx.cc is not None
+            and ctx.cc[0] == 9
+            and ctx.kv_is_fp8
+            and ctx.settings.get("dtype") in ("half", "float16")
+        ),
         effect=lambda ctx: [Set("dtype", "bfloat16")],
         reason="On SM90 FlashAttention 3 with fp8 KV raises 'For FP8 input, output must have dtype BF16' at the end "
         "of warm-up, about 4 minutes in (seen on an H100 with vLLM 0.24.0). The seed card's half stays where it "
@@ -359,10 +365,12 @@ RULES: list[Rule] = [
     Rule(
         id="no-flashinfer-gdn-prefill",
         summary="no FlashInfer + Gated DeltaNet model -> --gdn-prefill-backend triton",
-        when=lambda ctx: _cuda(ctx)
-        and not ctx.engine.has_flashinfer
-        and ctx.model.is_hybrid
-        and ctx.engine.gdn_prefill_backend_flag,
+        when=lambda ctx: (
+            _cuda(ctx)
+            and not ctx.engine.has_flashinfer
+            and ctx.model.is_hybrid
+            and ctx.engine.gdn_prefill_backend_flag
+        ),
         effect=lambda ctx: [Set("gdn_prefill_backend", "triton")],
         reason="vLLM 0.24's default GDN prefill kernel is FlashInfer's.",
         engines="vllm 0.24",
@@ -413,7 +421,9 @@ RULES: list[Rule] = [
     Rule(
         id="arch-registered",
         summary="refuse a model architecture the engine does not register",
-        when=lambda ctx: bool(ctx.engine.architectures) and ctx.model.architecture not in ctx.engine.architectures,
+        when=lambda ctx: (
+            bool(ctx.engine.architectures) and ctx.model.architecture not in ctx.engine.architectures
+        ),
         effect=lambda ctx: [
             Refuse(
                 f"model architecture {ctx.model.architecture!r} ({ctx.model.source}) is not registered in "
@@ -432,8 +442,10 @@ RULES: list[Rule] = [
     Rule(
         id="max-model-len-within-model",
         summary="refuse max_model_len above the model's max_position_embeddings",
-        when=lambda ctx: isinstance(ctx.settings.get("max_model_len"), int)
-        and ctx.settings["max_model_len"] > ctx.model.max_position_embeddings,
+        when=lambda ctx: (
+            isinstance(ctx.settings.get("max_model_len"), int)
+            and ctx.settings["max_model_len"] > ctx.model.max_position_embeddings
+        ),
         effect=lambda ctx: [
             Refuse(
                 f"serving.max_model_len = {ctx.settings['max_model_len']} is above the model's maximum "
@@ -446,9 +458,11 @@ RULES: list[Rule] = [
     Rule(
         id="tp-within-gpus",
         summary="refuse tensor_parallel_size above the GPU count",
-        when=lambda ctx: _cuda(ctx)
-        and ctx.gpu is not None
-        and int(ctx.settings.get("tensor_parallel_size") or 1) > ctx.gpu.count,
+        when=lambda ctx: (
+            _cuda(ctx)
+            and ctx.gpu is not None
+            and int(ctx.settings.get("tensor_parallel_size") or 1) > ctx.gpu.count
+        ),
         effect=lambda ctx: [
             Refuse(
                 f"hardware.tensor_parallel_size = {ctx.settings['tensor_parallel_size']} but only "
@@ -464,7 +478,9 @@ RULES: list[Rule] = [
         summary="refuse tensor parallelism on the CPU build",
         when=lambda ctx: _cpu(ctx) and int(ctx.settings.get("tensor_parallel_size") or 1) > 1,
         effect=lambda ctx: [
-            Refuse("hardware.tensor_parallel_size > 1 on the CPU build of vLLM is not supported here; set it to 1")
+            Refuse(
+                "hardware.tensor_parallel_size > 1 on the CPU build of vLLM is not supported here; set it to 1"
+            )
         ],
         reason="The CPU demo runs one process.",
         mode="check",

@@ -64,7 +64,9 @@ def validate_argv(argv: list[str]) -> None:
         except (TypeError, ValueError) as exc:
             raise ValidationFailed(f"vLLM rejects the rendered command: {exc}") from None
     _check_registry("tool_call_parser", args, "vllm.tool_parsers.abstract_tool_parser", "ToolParserManager")
-    _check_registry("reasoning_parser", args, "vllm.reasoning.abs_reasoning_parsers", "ReasoningParserManager")
+    _check_registry(
+        "reasoning_parser", args, "vllm.reasoning.abs_reasoning_parsers", "ReasoningParserManager"
+    )
 
 
 def _check_registry(dest: str, args: Any, module_name: str, manager: str) -> None:

@@ -44,7 +44,9 @@ def build_plan(args: argparse.Namespace) -> tuple[LoadedProfile, Plan]:
     from serve.errors import KitError
 
     if not args.profile:
-        raise KitError("no profile given: pass --profile NAME (python -m serve profiles lists them) or set SERVE_PROFILE")
+        raise KitError(
+            "no profile given: pass --profile NAME (python -m serve profiles lists them) or set SERVE_PROFILE"
+        )
     loaded = load_profile(args.profile, args.sets)
     gpu_arg = args.gpu or loaded.profile.hardware.gpu or "auto"
     gpu: GpuFacts | None = None if gpu_arg == "none" else probes.gpu_facts(gpu_arg)

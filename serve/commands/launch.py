@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         atomic.write_text(plan_file, json.dumps(document, indent=2) + "\n")
     except OSError as exc:
-        raise KitError(f"--plan-file {plan_file}: cannot write ({exc.strerror}); choose a writable path") from None
+        raise KitError(
+            f"--plan-file {plan_file}: cannot write ({exc.strerror}); choose a writable path"
+        ) from None
     print(f"plan written to {plan_file}", file=sys.stderr)
     if args.dry_run:
         return 0

@@ -34,7 +34,11 @@ def test_structured_output_with_mtp_on_a_hybrid_model_kills_the_cpu_engine(tiny_
         assert _post(server.base_url, body) == 200
         status = _post(
             server.base_url,
-            {**body, "response_format": {"type": "json_object"}, "chat_template_kwargs": {"enable_thinking": False}},
+            {
+                **body,
+                "response_format": {"type": "json_object"},
+                "chat_template_kwargs": {"enable_thinking": False},
+            },
         )
         assert status == 500
         assert "must match the size of tensor" in server.log_text()

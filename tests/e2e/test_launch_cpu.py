@@ -59,7 +59,11 @@ def test_tool_parser_returns_a_parsed_tool_call(cpu_tiny_server):
         "type": "function",
         "function": {
             "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     }
     # Thinking off: with random weights the reasoning phase can eat every token before the forced call.
@@ -98,15 +102,17 @@ def test_mtp_speculative_decoding_runs_and_accepts(cpu_tiny_mtp_server):
 
 def test_turboquant_intent_on_cpu_becomes_auto(tiny_models):
     """The CPU build accepts turboquant_* but ignores it; the rule plans auto and says so."""
+    import argparse
+
     from serve.commands.common import build_plan
 
-    class Args:
-        profile = "cpu-tiny"
-        gpu = None
-        engine = "auto"
-        sets = [f"model.path={tiny_models('qwen3')}", "serving.kv_cache=turboquant-4bit"]
-
-    _, plan = build_plan(Args())
+    args = argparse.Namespace(
+        profile="cpu-tiny",
+        gpu=None,
+        engine="auto",
+        sets=[f"model.path={tiny_models('qwen3')}", "serving.kv_cache=turboquant-4bit"],
+    )
+    _, plan = build_plan(args)
     assert plan.value("kv_cache_dtype") == "auto"
     assert any("kv-turboquant-cpu-no-effect" in w for w in plan.warnings)
 

@@ -14,6 +14,7 @@ by hand. No flag is typed here: workarounds come from the launcher's rules.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,11 @@ def make_models(workdir: Path) -> dict[str, Path]:
     common = ["--arch", "qwen3_5", "--agreeing-mtp", "--vl"]
     if REHEARSAL:
         path = workdir / "tiny-qwen3_5-text"
-        subprocess.run([PY, "-m", "serve", "tiny-model", str(path), "--arch", "qwen3_5", "--agreeing-mtp"],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [PY, "-m", "serve", "tiny-model", str(path), "--arch", "qwen3_5", "--agreeing-mtp"],
+            cwd=ROOT,
+            check=True,
+        )
         return {"cpu": path}
     for key, path in models.items():
         extra = ["--int4"] if key == "int4" else []
@@ -122,23 +126,51 @@ def start(config: Config, model: Path, port: int, sidecar_port: int, out: Path) 
     plan_file = out / f"{config.name}.plan.json"
     argv = [PY, "-m", "serve", "launch", "--profile", config.profile, "--gpu", config.gpu, "--engine", "auto"]
     sizing = [] if REHEARSAL else TINY_SETS
-    for item in [f"model.path={model}", f"serving.port={port}", "serving.host=127.0.0.1", *sizing, *config.sets]:
+    for item in [
+        f"model.path={model}",
+        f"serving.port={port}",
+        "serving.host=127.0.0.1",
+        *sizing,
+        *config.sets,
+    ]:
         argv += ["--set", item]
     argv += ["--plan-file", str(plan_file)]
     vllm_log = (out / f"{config.name}.vllm.log").open("wb")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=vllm_log, stderr=subprocess.STDOUT, start_new_session=True)
-    return {"config": config, "proc": proc, "port": port, "sidecar_port": sidecar_port, "plan_file": plan_file,
-            "started": time.monotonic(), "sidecar": None}
+    return {
+        "config": config,
+        "proc": proc,
+        "port": port,
+        "sidecar_port": sidecar_port,
+        "plan_file": plan_file,
+        "started": time.monotonic(),
+        "sidecar": None,
+    }
 
 
 def start_sidecar(run: dict[str, Any], out: Path) -> None:
     name = run["config"].name
-    argv = [PY, "-m", "healthcheck", "--vllm-url", f"http://127.0.0.1:{run['port']}", "--port",
-            str(run["sidecar_port"]), "--host", "127.0.0.1", "--plan-file", str(run["plan_file"]),
-            "--probe-interval-s", "3", "--spec-window-s", "120"]
+    argv = [
+        PY,
+        "-m",
+        "healthcheck",
+        "--vllm-url",
+        f"http://127.0.0.1:{run['port']}",
+        "--port",
+        str(run["sidecar_port"]),
+        "--host",
+        "127.0.0.1",
+        "--plan-file",
+        str(run["plan_file"]),
+        "--probe-interval-s",
+        "3",
+        "--spec-window-s",
+        "120",
+    ]
     sidecar_log = (out / f"{name}.sidecar.log").open("wb")
-    run["sidecar"] = subprocess.Popen(argv, cwd=ROOT, stdout=sidecar_log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+    run["sidecar"] = subprocess.Popen(
+        argv, cwd=ROOT, stdout=sidecar_log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -148,14 +180,15 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def metric_sum(text: str, name: str) -> float | None:
-    values = [float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([-+0-9.eE]+)$", text, re.M)]
+    values = [
+        float(m.group(1))
+        for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([-+0-9.eE]+)$", text, re.M)
+    ]
     return sum(values) if values else None
 
 
@@ -170,19 +203,41 @@ def check_one(run: dict[str, Any], out: Path) -> dict[str, Any]:
     result["dtype"] = plan["settings"]["dtype"]
     result["env"] = plan["env"]
     result["rules"] = sorted({d["rule"] for d in plan["decisions"] if d.get("rule")})
-    result["graphs_off_as_expected"] = (plan["settings"]["cudagraph_mode"] == "NONE") == config.expect_graphs_off
+    result["graphs_off_as_expected"] = (
+        plan["settings"]["cudagraph_mode"] == "NONE"
+    ) == config.expect_graphs_off
     smoke_report = out / f"{config.name}.smoke.json"
     smoke = subprocess.run(
-        [PY, "-m", "serve", "smoke", "--base-url", base, "--plan-file", str(run["plan_file"]),
-         "--report", str(smoke_report)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            PY,
+            "-m",
+            "serve",
+            "smoke",
+            "--base-url",
+            base,
+            "--plan-file",
+            str(run["plan_file"]),
+            "--report",
+            str(smoke_report),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     (out / f"{config.name}.smoke.txt").write_text(smoke.stdout + smoke.stderr)
     result["smoke_pass"] = smoke.returncode == 0
     # a few requests so the spec counters move, then the sidecar's view
     for _ in range(3):
-        body = json.dumps({"model": plan["served_model_name"], "prompt": "Once upon a time", "max_tokens": 64,
-                           "temperature": 0, "ignore_eos": True}).encode()
+        body = json.dumps(
+            {
+                "model": plan["served_model_name"],
+                "prompt": "Once upon a time",
+                "max_tokens": 64,
+                "temperature": 0,
+                "ignore_eos": True,
+            }
+        ).encode()
         req = urllib.request.Request(f"{base}/v1/completions", body, {"Content-Type": "application/json"})
         try:
             urllib.request.urlopen(req, timeout=120).read()
@@ -198,7 +253,9 @@ def check_one(run: dict[str, Any], out: Path) -> dict[str, Any]:
     (out / f"{config.name}.sidecar.metrics.txt").write_text(sidecar_metrics)
     spec_lines = [ln for ln in sidecar_metrics.splitlines() if "spec" in ln and not ln.startswith("#")]
     result["sidecar_spec_series"] = spec_lines[:12]
-    gpu_lines = [ln for ln in sidecar_metrics.splitlines() if ln.startswith("healthcheck_gpu") or "gpu_info" in ln]
+    gpu_lines = [
+        ln for ln in sidecar_metrics.splitlines() if ln.startswith("healthcheck_gpu") or "gpu_info" in ln
+    ]
     result["sidecar_gpu_series"] = gpu_lines[:8]
     result["sidecar_sees_h100"] = any("H100" in ln for ln in gpu_lines)
     result["sidecar_ready"] = http(f"http://127.0.0.1:{run['sidecar_port']}/readyz")[0] == 200
@@ -238,8 +295,15 @@ def plumbing(out: Path, timeout_s: float) -> int:
         name = run["config"].name
         if "failed" in run:
             tail = (out / f"{name}.vllm.log").read_text(errors="replace").splitlines()[-25:]
-            results.append({"config": name, "what": run["config"].what, "came_up": False, "failure": run["failed"],
-                            "log_tail": tail})
+            results.append(
+                {
+                    "config": name,
+                    "what": run["config"].what,
+                    "came_up": False,
+                    "failure": run["failed"],
+                    "log_tail": tail,
+                }
+            )
         else:
             try:
                 result = check_one(run, out)
@@ -258,22 +322,35 @@ def plumbing(out: Path, timeout_s: float) -> int:
 def write_report(out: Path, kind: str, results: list[dict[str, Any]]) -> None:
     env = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": sys.version.split()[0]}
     try:
-        import vllm  # noqa: PLC0415
+        import vllm
 
         env["vllm"] = vllm.__version__
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         env["vllm"] = f"not importable: {exc}"
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
         env["gpu"] = smi.stdout.strip()
     except FileNotFoundError:
         env["gpu"] = "none (no nvidia-smi)"
-    (out / f"{kind}.json").write_text(json.dumps({"environment": env, "results": results}, indent=2, default=str))
-    lines = [f"# GPU {kind} run", "", f"{env['date']}; GPU: {env['gpu']}; vLLM {env['vllm']}; Python {env['python']}", ""]
+    (out / f"{kind}.json").write_text(
+        json.dumps({"environment": env, "results": results}, indent=2, default=str)
+    )
+    lines = [
+        f"# GPU {kind} run",
+        "",
+        f"{env['date']}; GPU: {env['gpu']}; vLLM {env['vllm']}; Python {env['python']}",
+        "",
+    ]
     if kind == "plumbing":
-        lines += ["| configuration | came up (s to ready) | KV dtype | CUDA graphs | smoke plumbing | spec counters "
-                  "(draft/accepted) | sidecar sees H100 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| configuration | came up (s to ready) | KV dtype | CUDA graphs | smoke plumbing | spec counters "
+            "(draft/accepted) | sidecar sees H100 |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in results:
             if not r.get("came_up"):
                 lines.append(f"| {r['what']} | no: {r.get('failure')} | | | | | |")

@@ -37,8 +37,10 @@ def outcome(profile: str, gpu: str, engine: str) -> tuple[str, list[str] | None]
 
 
 def golden_text(profile: str) -> str:
-    parts = [f"# Golden renders of profile {profile}: every shipped GPU x engine. Regenerate with\n"
-             "# UPDATE_GOLDEN=1 pytest tests/unit/test_golden.py, then review the diff.\n"]
+    parts = [
+        f"# Golden renders of profile {profile}: every shipped GPU x engine. Regenerate with\n"
+        "# UPDATE_GOLDEN=1 pytest tests/unit/test_golden.py, then review the diff.\n"
+    ]
     for engine in config_files.shipped("engines"):
         for gpu in GPUS:
             text, _ = outcome(profile, gpu, engine)

@@ -9,6 +9,7 @@ Started in its own process group; stopped with SIGTERM (then SIGKILL after a gra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,10 +113,8 @@ class VllmServer:
         """SIGTERM the process group; SIGKILL after ``grace_s``. Returns vLLM's exit code."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
@@ -127,10 +126,8 @@ class VllmServer:
     def _reap_group(self) -> None:
         # Workers vLLM spawned share the process group; none may outlive the test.
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def __enter__(self) -> VllmServer:
         return self.start()

@@ -30,7 +30,9 @@ def _auto_round():
     except ImportError as exc:
         from tests.support.require import skip_or_fail
 
-        skip_or_fail("auto-round", f"auto-round not importable ({exc}); set AUTO_ROUND_PATH, see the module docstring")
+        skip_or_fail(
+            "auto-round", f"auto-round not importable ({exc}); set AUTO_ROUND_PATH, see the module docstring"
+        )
 
 
 def _random_layer(out_f: int = 64, in_f: int = 256, sym: bool = True):

@@ -93,7 +93,10 @@ def test_turboquant_with_mtp_turns_graphs_off_and_states_the_cost():
 
 def test_explicit_cudagraph_mode_wins_with_a_loud_warning():
     text, argv = outcome("qwen3.6-27b-rtx5090-fast", "rtx5090", "vllm-0.24")
-    assert argv is not None and argv[argv.index("--compilation-config.cudagraph_mode") + 1] == "full_and_piecewise"
+    assert (
+        argv is not None
+        and argv[argv.index("--compilation-config.cudagraph_mode") + 1] == "full_and_piecewise"
+    )
     assert "WARNING [graphs-off-sm12x-mtp]" in text
 
 

@@ -1,0 +1,55 @@
+"""``python -m healthcheck [OPTIONS]`` serves the sidecar; ``python -m healthcheck check`` is the
+HEALTHCHECK probe. Options: ``python -m healthcheck --help``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def serve(argv: Sequence[str]) -> int:
+    import logging
+
+    import uvicorn
+
+    from healthcheck.app import Sidecar, build_app
+    from healthcheck.config import SettingsError, parse_settings
+
+    try:
+        settings = parse_settings(argv)
+        api_key = settings.resolve_api_key()
+    except SettingsError as exc:
+        print(f"healthcheck: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe call is noise
+    logging.getLogger("healthcheck").info("settings: %s", settings.redacted())
+    sidecar = Sidecar(settings, api_key=api_key)
+    config = uvicorn.Config(
+        build_app(sidecar),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        access_log=False,  # Docker and Prometheus poll it every few seconds
+        # Bounded: a flood of scrapers gets 503s instead of unbounded memory.
+        limit_concurrency=128,
+        timeout_keep_alive=15,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from healthcheck.check import main as check_main
+
+        return check_main(argv[1:])
+    return serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The launcher's plan.json (docs/plan-json.md), read for the plan info metric and the served model name.
+
+The sidecar may start before the launcher has written the file, and a restarted launcher rewrites it,
+so it is re-read whenever its modification time or size changes. Missing keys (older files) become
+empty label values; extra keys (newer files) are ignored."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PLAN_LABELS = (
+    "profile",
+    "served_model_name",
+    "kv_cache_dtype",
+    "speculative_method",
+    "num_speculative_tokens",
+    "cudagraph_mode",
+    "vllm_version",
+    "gpu",
+)
+_MAX_PLAN_BYTES = 4 << 20
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def plan_labels(plan: dict[str, Any]) -> dict[str, str]:
+    """Label values of the info metric from a parsed plan."""
+    settings = plan.get("settings") if isinstance(plan.get("settings"), dict) else {}
+    facts = plan.get("facts") if isinstance(plan.get("facts"), dict) else {}
+    engine = facts.get("engine") if isinstance(facts.get("engine"), dict) else {}
+    gpu = facts.get("gpu") if isinstance(facts.get("gpu"), dict) else {}
+    gpu_name = _text(gpu.get("name"))
+    if gpu_name and isinstance(gpu.get("count"), int) and gpu["count"] > 1:
+        gpu_name = f"{gpu['count']}x {gpu_name}"
+    return {
+        "profile": _text(plan.get("profile")),
+        "served_model_name": _text(plan.get("served_model_name") or plan.get("model")),
+        "kv_cache_dtype": _text(settings.get("kv_cache_dtype")),
+        "speculative_method": _text(settings.get("speculative_method")),
+        "num_speculative_tokens": _text(settings.get("num_speculative_tokens")),
+        "cudagraph_mode": _text(settings.get("cudagraph_mode")),
+        "vllm_version": _text(engine.get("version")),
+        "gpu": gpu_name,
+    }
+
+
+class PlanFile:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self.labels: dict[str, str] | None = None
+        self.served_model_name: str | None = None
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed; keep the last good reading when it became unreadable."""
+        if self.path is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            if self._stamp is not None:
+                log.warning("plan file %s disappeared; keeping its last reading", self.path)
+                self._stamp = None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            if st.st_size > _MAX_PLAN_BYTES:
+                raise ValueError(f"larger than {_MAX_PLAN_BYTES} bytes")
+            plan = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(plan, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            log.warning("plan file %s unreadable (%s); plan info metric unchanged", self.path, exc)
+            return
+        self.labels = plan_labels(plan)
+        self.served_model_name = self.labels["served_model_name"] or None
+        log.info("plan file %s: %s", self.path, self.labels)

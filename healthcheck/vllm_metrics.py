@@ -1,0 +1,156 @@
+"""vLLM's Prometheus text, read for the few series the sidecar re-exports, and the spec-decode figures
+derived from its counters over a sliding window.
+
+vLLM exports cumulative counters only (``vllm:spec_decode_num_drafts_total``,
+``..._num_draft_tokens_total``, ``..._num_accepted_tokens_total``,
+``..._num_accepted_tokens_per_pos_total{position}``), so "is MTP still accepting?" needs rates. The
+formulas are the ones vLLM's own ``vllm/v1/spec_decode/metrics.py`` documents:
+acceptance rate = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts;
+per-position acceptance = accepted at position p / drafts. Counters are summed over label sets
+(one per engine with data parallelism).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+_SPEC = "vllm:spec_decode_"
+_WANTED_PREFIXES = (
+    _SPEC,
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_requests_waiting",
+    "vllm:num_requests_running",
+)
+
+
+class MetricsParseError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SpecCounters:
+    drafts: float
+    draft_tokens: float
+    accepted: float
+    accepted_per_pos: dict[int, float] = field(default_factory=dict)
+
+    def decreased_since(self, older: SpecCounters) -> bool:
+        """A counter went down: vLLM restarted, and its counters began again from zero."""
+        pairs = [
+            (self.drafts, older.drafts),
+            (self.draft_tokens, older.draft_tokens),
+            (self.accepted, older.accepted),
+            *((self.accepted_per_pos.get(p, 0.0), v) for p, v in older.accepted_per_pos.items()),
+        ]
+        return any(new < old for new, old in pairs)
+
+
+@dataclass(frozen=True)
+class VllmSnapshot:
+    kv_cache_usage: float | None = None  # 0..1 (vLLM names it _perc, but it is a fraction)
+    requests_waiting: float | None = None
+    requests_running: float | None = None
+    spec: SpecCounters | None = None  # None when speculative decoding is off
+
+
+def _wanted_lines(text: str) -> str:
+    # vLLM exports ~100 families with histogram buckets; parsing only the lines we use keeps a scrape
+    # of a large /metrics cheap. HELP/TYPE lines of other families are dropped with their samples.
+    keep = []
+    for line in text.splitlines():
+        is_comment = line.startswith(("# TYPE ", "# HELP "))
+        if line.startswith(_WANTED_PREFIXES) or (is_comment and line[7:].startswith(_WANTED_PREFIXES)):
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
+def parse_vllm_metrics(text: str) -> VllmSnapshot:
+    """The series the sidecar uses, from vLLM's /metrics text. Raises MetricsParseError on text that
+    is not Prometheus exposition format."""
+    sums: dict[str, float] = {}
+    per_pos: dict[int, float] = {}
+    try:
+        for family in text_string_to_metric_families(_wanted_lines(text)):
+            for sample in family.samples:
+                value = float(sample.value)
+                if math.isnan(value):
+                    continue
+                if sample.name == _SPEC + "num_accepted_tokens_per_pos_total":
+                    try:
+                        pos = int(sample.labels.get("position", ""))
+                    except ValueError:
+                        continue
+                    per_pos[pos] = per_pos.get(pos, 0.0) + value
+                else:
+                    sums[sample.name] = sums.get(sample.name, 0.0) + value
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MetricsParseError(f"vLLM /metrics is not Prometheus text: {exc}") from exc
+
+    spec = None
+    if _SPEC + "num_drafts_total" in sums:
+        spec = SpecCounters(
+            drafts=sums[_SPEC + "num_drafts_total"],
+            draft_tokens=sums.get(_SPEC + "num_draft_tokens_total", 0.0),
+            accepted=sums.get(_SPEC + "num_accepted_tokens_total", 0.0),
+            accepted_per_pos=per_pos,
+        )
+    return VllmSnapshot(
+        kv_cache_usage=sums.get("vllm:kv_cache_usage_perc"),
+        requests_waiting=sums.get("vllm:num_requests_waiting"),
+        requests_running=sums.get("vllm:num_requests_running"),
+        spec=spec,
+    )
+
+
+@dataclass(frozen=True)
+class SpecDerived:
+    window_s: float  # the span the figures cover (<= the configured window)
+    drafts: float  # drafts in that span
+    acceptance_rate: float | None  # None when no draft tokens in the span
+    mean_acceptance_length: float
+    per_position: dict[int, float]
+
+
+class SpecDecodeWindow:
+    """Counter samples over the last ``window_s`` seconds; figures are the difference between the
+    newest and the oldest sample, as Prometheus's ``increase()`` would compute them."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, SpecCounters]] = deque()
+
+    def add(self, t: float, counters: SpecCounters) -> None:
+        if self._samples and counters.decreased_since(self._samples[-1][1]):
+            self._samples.clear()  # a restart: differences across it would be negative nonsense
+        self._samples.append((t, counters))
+        while len(self._samples) > 1 and self._samples[0][0] < t - self.window_s:
+            self._samples.popleft()
+
+    def clear(self) -> None:
+        self._samples.clear()
+
+    def derived(self) -> SpecDerived | None:
+        """Figures over the window, or None when it holds no drafts (idle server or one sample)."""
+        if len(self._samples) < 2:
+            return None
+        (t0, old), (t1, new) = self._samples[0], self._samples[-1]
+        drafts = new.drafts - old.drafts
+        if drafts <= 0:
+            return None
+        draft_tokens = new.draft_tokens - old.draft_tokens
+        accepted = new.accepted - old.accepted
+        per_pos = {
+            p: (v - old.accepted_per_pos.get(p, 0.0)) / drafts
+            for p, v in sorted(new.accepted_per_pos.items())
+        }
+        return SpecDerived(
+            window_s=t1 - t0,
+            drafts=drafts,
+            acceptance_rate=accepted / draft_tokens if draft_tokens > 0 else None,
+            mean_acceptance_length=1.0 + accepted / drafts,
+            per_position=per_pos,
+        )
