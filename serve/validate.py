@@ -7,6 +7,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 from serve.errors import ValidationFailed
@@ -43,10 +47,52 @@ def _flexible_parser() -> Any:
     raise ValidationFailed("cannot find vLLM's FlexibleArgumentParser; is vLLM installed in this Python?")
 
 
-def validate_argv(argv: list[str]) -> None:
+def validate_argv(argv: list[str], env: dict[str, str] | None = None) -> None:
     """``argv`` starts with ``vllm serve``. Raises ValidationFailed with vLLM's own message."""
-    if argv[:2] != ["vllm", "serve"]:
-        raise ValidationFailed(f"expected an argv starting with 'vllm serve', got {argv[:2]}")
+    error = validate_many([argv], env)[0]
+    if error:
+        raise ValidationFailed(error)
+
+
+def validate_many(argvs: list[list[str]], env: dict[str, str] | None = None) -> list[str | None]:
+    """Check several argvs in one child Python: the error message for each, or None where it passes.
+
+    The child gets the environment the plan gives vLLM (``env``, e.g. VLLM_TARGET_DEVICE on the CPU
+    build): vLLM resolves and caches its platform at import, so checking in this process could see a
+    different vLLM than the one that will run, and would leave vLLM imported in the launcher."""
+    for argv in argvs:
+        if argv[:2] != ["vllm", "serve"]:
+            raise ValidationFailed(f"expected an argv starting with 'vllm serve', got {argv[:2]}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "serve.validate"],
+        input=json.dumps(argvs),
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_RESULT)]
+    if not lines:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise ValidationFailed(f"could not run vLLM's argument parser (exit {proc.returncode}): {tail}")
+    return list(json.loads(lines[-1][len(_RESULT) :]))
+
+
+_RESULT = "serve.validate results: "
+
+
+def _main() -> None:
+    errors: list[str | None] = []
+    for argv in json.loads(sys.stdin.read()):
+        try:
+            validate_in_process(argv)
+            errors.append(None)
+        except ValidationFailed as exc:
+            errors.append(str(exc))
+    print(_RESULT + json.dumps(errors), flush=True)
+
+
+def validate_in_process(argv: list[str]) -> None:
     module = _parser_module()
     parser = module.make_arg_parser(_flexible_parser()(prog="vllm serve"))
     stderr = io.StringIO()
@@ -84,3 +130,7 @@ def _check_registry(dest: str, args: Any, module_name: str, manager: str) -> Non
             f"{flag} {name!r} is not a parser this vLLM knows (known: {', '.join(known)}); "
             f"fix serving.{dest} in the profile"
         )
+
+
+if __name__ == "__main__":
+    _main()

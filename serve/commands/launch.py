@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     print(decision_table(plan), file=sys.stderr)
     for warning in plan.warnings:
         print(warning, file=sys.stderr)
-    validate_argv(argv)
+    validate_argv(argv, env={name: str(d.value) for name, d in plan.env.items()})
     document = plan_document(plan)
     document["settings"]["api_key_required"] = bool(os.environ.get("VLLM_API_KEY"))
     plan_file = Path(args.plan_file)

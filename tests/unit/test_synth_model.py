@@ -173,7 +173,23 @@ def test_names_and_shapes_are_transformers_own(scale: str) -> None:
     assert got == want
 
 
-def test_vllms_autoround_parser_quantizes_what_the_layout_packs() -> None:
+def test_int4_mtp_layer_variant_is_the_17_7_gib_layout() -> None:
+    cfg = full_config(int4_mtp_layer=True)
+    assert cfg["quantization_config"]["block_name_to_quantize"] == [
+        "model.language_model.layers",
+        "mtp.layers",
+    ]
+    specs = sm.layout(cfg)
+    names = {s.name for s in specs}
+    assert "mtp.layers.0.mlp.down_proj.qweight" in names and "mtp.layers.0.self_attn.q_proj.qweight" in names
+    assert "mtp.fc.weight" in names  # still 16-bit per extra_config
+    total = sm.totals(specs)["total"][1]
+    assert total / 2**30 == pytest.approx(17.69, abs=0.01)
+    assert sm.reference_mismatches(sm.totals(specs))  # not the layout CONTEXT.md measured
+
+
+@pytest.mark.parametrize("int4_mtp_layer", [False, True])
+def test_vllms_autoround_parser_quantizes_what_the_layout_packs(int4_mtp_layer: bool) -> None:
     """vLLM's own INC/AutoRound config parser (the CPU build's 0.32), fed this quantization_config, marks
     int4 exactly the linears the layout packs and leaves every other 2-D weight in 16 bits."""
     try:
@@ -184,7 +200,7 @@ def test_vllms_autoround_parser_quantizes_what_the_layout_packs() -> None:
         from tests.support.require import skip_or_fail
 
         skip_or_fail("vllm", f"vLLM's INC config not importable: {exc}")
-    cfg = full_config()
+    cfg = full_config(int4_mtp_layer=int4_mtp_layer)
     parser = INCConfig.from_config(cfg["quantization_config"]).config_parser
     layer = torch.nn.Linear(1, 1)
     specs = sm.layout(cfg)
