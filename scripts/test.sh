@@ -15,6 +15,7 @@ if [[ "${KIT_SKIP_SYSTEM:-0}" != 1 && "$(id -u)" == 0 ]]; then
   scripts/ci-docker-deps.sh "$VENV"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
+export DOCKER_TOOLS_VENV="${DOCKER_TOOLS_VENV:-$PWD/$VENV}"
 export AUTO_ROUND_PATH="${AUTO_ROUND_PATH:-$PWD/$VENV/ar-target}"
 echo "[test] setup took $(( $(date +%s) - start )) s" >&2
 
