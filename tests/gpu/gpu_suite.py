@@ -360,17 +360,250 @@ def write_report(out: Path, kind: str, results: list[dict[str, Any]]) -> None:
                 f"| {r['what']} | yes ({r['ready_s']}) | {r.get('kv_cache_dtype')} | {r.get('cudagraph_mode')} | "
                 f"{'pass' if r.get('smoke_pass') else 'FAIL'} | {spec} | {r.get('sidecar_sees_h100')} |"
             )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    else:
+        lines += [
+            "| configuration | came up (s) | KV dtype | CUDA graphs | MTP tokens | int4 kernel | prompt | "
+            "max_tokens | tok/s | % of roofline |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results:
+            if not r.get("came_up"):
+                lines.append(f"| {r['what']} | no: {r.get('failure')} | | | | | | | | |")
+                continue
+            rows = [x for x in (r.get("bench") or {}).get("rows") or [] if x["spec"]["kind"] == "single"]
+            for row in rows or [{"spec": {}}]:
+                fraction = row.get("roofline_fraction")
+                pct = f"{100 * fraction:.0f}%" if isinstance(fraction, float) else "n/a"
+                lines.append(
+                    f"| {r['what']} | {r['ready_s']} | {r['kv_cache_dtype']} | {r['cudagraph_mode']} | "
+                    f"{r['num_speculative_tokens']} | {','.join(r.get('int4_kernels') or []) or '?'} | "
+                    f"{row['spec'].get('prompt', '')[:40]} | {row['spec'].get('max_tokens', '')} | "
+                    f"{_fmt(row, 'output_tok_s')} | {pct} |"
+                )
+    (out / f"report-{kind}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+# Performance on the shape-exact synthetic checkpoint (random weights: MTP accepts nothing, so MTP rows
+# show the cost of a draft step, not its benefit). Three servers share the GPU (0.30 of its memory and an
+# explicit 2 GiB KV cache each, so that vLLM's memory profiling of one is not confused by the others);
+# the benches run one after another so that they do not share bandwidth.
+PERF_SETS = [
+    "serving.max_model_len=8192",
+    "serving.gpu_memory_utilization=0.30",
+    "serving.kv_cache_memory_bytes=2147483648",
+]
+PERF_BATCHES = {
+    "perf": [
+        Config(
+            "p-stock-fp8-graphs",
+            "stock flags as in the anchor: bf16, fp8 KV, CUDA graphs, no MTP, 1 sequence",
+            "qwen3.6-27b-h100",
+            "synth",
+            sets=["serving.speculative=null", "serving.max_num_seqs=1"],
+            expect_spec=False,
+        ),
+        Config(
+            "p-fast-profile",
+            "qwen3.6-27b-rtx5090-fast as the rules adapt it to the H100 (fp8, graphs on, MTP 3)",
+            "qwen3.6-27b-rtx5090-fast",
+            "synth",
+            sets=["serving.max_num_seqs=1"],
+        ),
+        Config(
+            "p-seed-profile",
+            "qwen3.6-27b-rtx5090 (seed) as the rules adapt it to the H100 (TurboQuant, MTP 1, graphs off)",
+            "qwen3.6-27b-rtx5090",
+            "synth",
+            sets=["serving.max_num_seqs=1"],
+            expect_graphs_off=True,
+        ),
+    ],
+    "levers": [
+        Config(
+            "l-marlin",
+            "stock + int4 on Marlin instead of Machete (VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
+            "qwen3.6-27b-h100",
+            "synth",
+            sets=[
+                "serving.speculative=null",
+                "serving.max_num_seqs=1",
+                "serving.env={VLLM_DISABLED_KERNELS: MacheteLinearKernel}",
+            ],
+            expect_spec=False,
+        ),
+        Config(
+            "l-async-scheduling",
+            "stock + --async-scheduling",
+            "qwen3.6-27b-h100",
+            "synth",
+            sets=[
+                "serving.speculative=null",
+                "serving.max_num_seqs=1",
+                "serving.extra_args=[--async-scheduling]",
+            ],
+            expect_spec=False,
+        ),
+        Config(
+            "l-mtp1-graphs",
+            "stock + MTP 1 token, graphs on (the draft step's cost)",
+            "qwen3.6-27b-h100",
+            "synth",
+            sets=["serving.max_num_seqs=1"],
+        ),
+    ],
+}
+
+
+def perf(out: Path, batch: str, timeout_s: float, model_dir: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    configs = PERF_BATCHES[batch]
+    if REHEARSAL:
+        model_dir = Path("/tmp/gpu-suite-models/tiny-qwen3")
+        subprocess.run([PY, "-m", "serve", "tiny-model", str(model_dir)], cwd=ROOT, check=True)
+        configs = [
+            Config(c.name, c.what, "cpu-tiny", "x", gpu="none", expect_spec=False) for c in configs[:2]
+        ]
+    elif not (model_dir / "config.json").exists():
+        subprocess.run(
+            [PY, "-m", "serve", "synth-model", str(model_dir), "--device", "cuda"], cwd=ROOT, check=True
+        )
+    runs = []
+    for i, config in enumerate(configs):
+        plan_file = out / f"{config.name}.plan.json"
+        argv = [
+            PY,
+            "-m",
+            "serve",
+            "launch",
+            "--profile",
+            config.profile,
+            "--gpu",
+            config.gpu,
+            "--engine",
+            "auto",
+        ]
+        sizing = ["serving.max_model_len=4096"] if REHEARSAL else PERF_SETS
+        for item in [
+            f"model.path={model_dir}",
+            f"serving.port={8300 + i}",
+            "serving.host=127.0.0.1",
+            *sizing,
+            *config.sets,
+        ]:
+            argv += ["--set", item]
+        argv += ["--plan-file", str(plan_file)]
+        vllm_log = (out / f"{config.name}.vllm.log").open("wb")
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=vllm_log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        runs.append(
+            {
+                "config": config,
+                "proc": proc,
+                "port": 8300 + i,
+                "plan_file": plan_file,
+                "started": time.monotonic(),
+            }
+        )
+        log(f"started {config.name}")
+    pending = list(runs)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for run in list(pending):
+            if run["proc"].poll() is not None:
+                run["failed"] = f"exited with {run['proc'].returncode}"
+                pending.remove(run)
+                log(f"{run['config'].name} FAILED")
+            elif http(f"http://127.0.0.1:{run['port']}/health", timeout=2)[0] == 200:
+                run["ready_s"] = round(time.monotonic() - run["started"], 1)
+                pending.remove(run)
+                log(f"{run['config'].name} ready after {run['ready_s']} s")
+        time.sleep(2)
+    for run in pending:
+        run["failed"] = f"not ready after {timeout_s:.0f} s"
+    results = []
+    for run in runs:
+        config = run["config"]
+        result: dict[str, Any] = {"config": config.name, "what": config.what}
+        if "failed" in run:
+            tail = (out / f"{config.name}.vllm.log").read_text(errors="replace").splitlines()[-25:]
+            result.update(came_up=False, failure=run["failed"], log_tail=tail)
+            results.append(result)
+            continue
+        plan = json.loads(run["plan_file"].read_text())
+        result.update(
+            came_up=True,
+            ready_s=run["ready_s"],
+            command=plan["command"],
+            env=plan["env"],
+            kv_cache_dtype=plan["settings"]["kv_cache_dtype"],
+            dtype=plan["settings"]["dtype"],
+            cudagraph_mode=plan["settings"]["cudagraph_mode"] or "engine default (graphs on)",
+            num_speculative_tokens=plan["settings"]["num_speculative_tokens"],
+        )
+        kernel = re.findall(
+            r"Using (\w+LinearKernel)", (out / f"{config.name}.vllm.log").read_text(errors="replace")
+        )
+        result["int4_kernels"] = sorted(set(kernel))
+        bench_dir = out / f"{config.name}.bench"
+        bench = subprocess.run(
+            [
+                PY,
+                "-m",
+                "serve",
+                "bench",
+                "--plan-file",
+                str(run["plan_file"]),
+                "--concurrency",
+                "1",
+                "--ignore-eos",
+                "--repeats",
+                "1",
+                "--warmup",
+                "1",
+                "--temperature",
+                "0",
+                "--bandwidth-gbps",
+                "2990",
+                "--no-progress",
+                "--out",
+                str(bench_dir),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        (out / f"{config.name}.bench.txt").write_text(bench.stdout + bench.stderr)
+        result["bench_rc"] = bench.returncode
+        if (bench_dir / "bench.json").exists():
+            result["bench"] = json.loads((bench_dir / "bench.json").read_text())
+        results.append(result)
+        log(f"benched {config.name}")
+    for run in runs:
+        stop(run["proc"])
+    write_report(out, batch, results)
+    return 0 if all(r.get("came_up") and r.get("bench_rc") == 0 for r in results) else 1
+
+
+def _fmt(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("phase", choices=["plumbing"])
+    parser.add_argument("phase", choices=["plumbing", "perf", "levers"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=540)
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/synth-qwen3.6-27b"))
     args = parser.parse_args()
-    return plumbing(args.out, args.timeout)
+    if args.phase == "plumbing":
+        return plumbing(args.out, args.timeout)
+    return perf(args.out, args.phase, args.timeout, args.model_dir)
 
 
 if __name__ == "__main__":
