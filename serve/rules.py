@@ -168,6 +168,12 @@ def _is_mtp(ctx: Ctx) -> bool:
     return bool(spec) and "mtp" in str(spec.get("method", ""))
 
 
+def _int4_weights(ctx: Ctx) -> bool:
+    quant = ctx.model.quantization or {}
+    method = str(quant.get("quant_method", "")).lower()
+    return int(quant.get("bits", 0) or 0) == 4 and method in ("auto-round", "auto_round", "gptq", "intel/auto-round")
+
+
 def _cpu(ctx: Ctx) -> bool:
     return ctx.engine.device == "cpu"
 
@@ -351,6 +357,24 @@ RULES: list[Rule] = [
         "is known to work (RTX 5090).",
         issues=("seen-h100-2026-11-26",),
         mode="adapt",
+        engines="vllm 0.24",
+    ),
+    # --- speed --------------------------------------------------------------------------------------------
+    Rule(
+        id="int4-marlin-low-batch-sm90",
+        summary="SM90 + INT4 (AutoRound/GPTQ) weights + max_num_seqs <= 4 -> Marlin instead of Machete "
+        "(VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
+        when=lambda ctx: _cuda(ctx)
+        and ctx.cc is not None
+        and ctx.cc[0] == 9
+        and _int4_weights(ctx)
+        and int(ctx.settings.get("max_num_seqs") or 256) <= 4,
+        effect=lambda ctx: [SetEnv("VLLM_DISABLED_KERNELS", "MacheteLinearKernel")],
+        reason="Measured on an H100 with vLLM 0.24.0 (docs/gpu-results/2026-11-27/report-levers.md): single-stream "
+        "decode of the shape-exact Qwen3.6-27B INT4 checkpoint, fp8 KV, CUDA graphs on, 1024 tokens: 103.2 tok/s "
+        "on Marlin vs 87.2 on Machete, vLLM's pick on Hopper (53% vs 45% of the bandwidth roofline). Batches "
+        "above 1 were not measured, hence the max_num_seqs bound.",
+        issues=("measured-h100-2026-11-27",),
         engines="vllm 0.24",
     ),
     # --- engine workarounds ----------------------------------------------------------------------------------

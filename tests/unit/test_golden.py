@@ -112,3 +112,12 @@ def test_h100_profile_keeps_graphs_on():
     _, argv = outcome("qwen3.6-27b-h100", "h100", "vllm-0.24")
     assert argv is not None and "--compilation-config.cudagraph_mode" not in argv
     assert "--enforce-eager" not in argv
+
+
+def test_marlin_rule_on_hopper_at_low_batch_only():
+    text, argv = outcome("qwen3.6-27b-rtx5090-fast", "h100", "vllm-0.24")
+    assert argv is not None and "VLLM_DISABLED_KERNELS = 'MacheteLinearKernel'" in text
+    text, _ = outcome("qwen3.6-27b-h100", "h100", "vllm-0.24")  # max_num_seqs 8: not measured there
+    assert "VLLM_DISABLED_KERNELS" not in text
+    text, _ = outcome("qwen3.6-27b-rtx5090-fast", "rtx5090", "vllm-0.24")  # no Machete on Blackwell
+    assert "VLLM_DISABLED_KERNELS" not in text
