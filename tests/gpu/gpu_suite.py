@@ -122,10 +122,12 @@ def make_models(workdir: Path) -> dict[str, Path]:
     return models
 
 
-def start(config: Config, model: Path, port: int, sidecar_port: int, out: Path) -> dict[str, Any]:
+def start(
+    config: Config, model: Path, port: int, out: Path, sizing: list[str], sidecar_port: int | None = None
+) -> dict[str, Any]:
+    """``serve launch`` for one configuration, in its own process group, logging to OUT/NAME.vllm.log."""
     plan_file = out / f"{config.name}.plan.json"
     argv = [PY, "-m", "serve", "launch", "--profile", config.profile, "--gpu", config.gpu, "--engine", "auto"]
-    sizing = [] if REHEARSAL else TINY_SETS
     for item in [
         f"model.path={model}",
         f"serving.port={port}",
@@ -137,6 +139,7 @@ def start(config: Config, model: Path, port: int, sidecar_port: int, out: Path) 
     argv += ["--plan-file", str(plan_file)]
     vllm_log = (out / f"{config.name}.vllm.log").open("wb")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=vllm_log, stderr=subprocess.STDOUT, start_new_session=True)
+    log(f"started {config.name}")
     return {
         "config": config,
         "proc": proc,
@@ -146,6 +149,29 @@ def start(config: Config, model: Path, port: int, sidecar_port: int, out: Path) 
         "started": time.monotonic(),
         "sidecar": None,
     }
+
+
+def wait_ready(runs: list[dict[str, Any]], timeout_s: float, out: Path) -> None:
+    """Poll /health of every run; a run that exits or outlasts the timeout gets ``failed``. Ready runs
+    with a ``sidecar_port`` get their sidecar started."""
+    pending = list(runs)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for run in list(pending):
+            name = run["config"].name
+            if run["proc"].poll() is not None:
+                run["failed"] = f"exited with {run['proc'].returncode}"
+                pending.remove(run)
+                log(f"{name} FAILED: {run['failed']}")
+            elif http(f"http://127.0.0.1:{run['port']}/health", timeout=2)[0] == 200:
+                run["ready_s"] = round(time.monotonic() - run["started"], 1)
+                pending.remove(run)
+                if run["sidecar_port"] is not None:
+                    start_sidecar(run, out)
+                log(f"{name} ready after {run['ready_s']} s")
+        time.sleep(2)
+    for run in pending:
+        run["failed"] = f"not ready after {timeout_s:.0f} s"
 
 
 def start_sidecar(run: dict[str, Any], out: Path) -> None:
@@ -267,28 +293,13 @@ def plumbing(out: Path, timeout_s: float) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path("/tmp/gpu-suite-models")
     models = make_models(workdir)
-    runs = []
-    for i, config in enumerate(CPU_REHEARSAL if REHEARSAL else PLUMBING):
-        runs.append(start(config, models[config.model], 8100 + i, 8200 + i, out))
-        log(f"started {config.name}")
-    pending = list(runs)
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        for run in list(pending):
-            name = run["config"].name
-            if run["proc"].poll() is not None:
-                run["failed"] = f"exited with {run['proc'].returncode}"
-                pending.remove(run)
-                log(f"{name} FAILED: {run['failed']}")
-                continue
-            if http(f"http://127.0.0.1:{run['port']}/health", timeout=2)[0] == 200:
-                run["ready_s"] = round(time.monotonic() - run["started"], 1)
-                pending.remove(run)
-                start_sidecar(run, out)
-                log(f"{name} ready after {run['ready_s']} s")
-        time.sleep(2)
-    for run in pending:
-        run["failed"] = f"not ready after {timeout_s:.0f} s"
+    configs = CPU_REHEARSAL if REHEARSAL else PLUMBING
+    sizing = [] if REHEARSAL else TINY_SETS
+    runs = [
+        start(config, models[config.model], 8100 + i, out, sizing, sidecar_port=8200 + i)
+        for i, config in enumerate(configs)
+    ]
+    wait_ready(runs, timeout_s, out)
     time.sleep(10)  # let the sidecars probe
     results = []
     for run in runs:
@@ -468,60 +479,9 @@ def perf(out: Path, batch: str, timeout_s: float, model_dir: Path) -> int:
         subprocess.run(
             [PY, "-m", "serve", "synth-model", str(model_dir), "--device", "cuda"], cwd=ROOT, check=True
         )
-    runs = []
-    for i, config in enumerate(configs):
-        plan_file = out / f"{config.name}.plan.json"
-        argv = [
-            PY,
-            "-m",
-            "serve",
-            "launch",
-            "--profile",
-            config.profile,
-            "--gpu",
-            config.gpu,
-            "--engine",
-            "auto",
-        ]
-        sizing = ["serving.max_model_len=4096"] if REHEARSAL else PERF_SETS
-        for item in [
-            f"model.path={model_dir}",
-            f"serving.port={8300 + i}",
-            "serving.host=127.0.0.1",
-            *sizing,
-            *config.sets,
-        ]:
-            argv += ["--set", item]
-        argv += ["--plan-file", str(plan_file)]
-        vllm_log = (out / f"{config.name}.vllm.log").open("wb")
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=vllm_log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        runs.append(
-            {
-                "config": config,
-                "proc": proc,
-                "port": 8300 + i,
-                "plan_file": plan_file,
-                "started": time.monotonic(),
-            }
-        )
-        log(f"started {config.name}")
-    pending = list(runs)
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        for run in list(pending):
-            if run["proc"].poll() is not None:
-                run["failed"] = f"exited with {run['proc'].returncode}"
-                pending.remove(run)
-                log(f"{run['config'].name} FAILED")
-            elif http(f"http://127.0.0.1:{run['port']}/health", timeout=2)[0] == 200:
-                run["ready_s"] = round(time.monotonic() - run["started"], 1)
-                pending.remove(run)
-                log(f"{run['config'].name} ready after {run['ready_s']} s")
-        time.sleep(2)
-    for run in pending:
-        run["failed"] = f"not ready after {timeout_s:.0f} s"
+    sizing = ["serving.max_model_len=4096"] if REHEARSAL else PERF_SETS
+    runs = [start(config, model_dir, 8300 + i, out, sizing) for i, config in enumerate(configs)]
+    wait_ready(runs, timeout_s, out)
     results = []
     for run in runs:
         config = run["config"]
