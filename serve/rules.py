@@ -171,7 +171,12 @@ def _is_mtp(ctx: Ctx) -> bool:
 def _int4_weights(ctx: Ctx) -> bool:
     quant = ctx.model.quantization or {}
     method = str(quant.get("quant_method", "")).lower()
-    return int(quant.get("bits", 0) or 0) == 4 and method in ("auto-round", "auto_round", "gptq", "intel/auto-round")
+    return int(quant.get("bits", 0) or 0) == 4 and method in (
+        "auto-round",
+        "auto_round",
+        "gptq",
+        "intel/auto-round",
+    )
 
 
 def _cpu(ctx: Ctx) -> bool:
@@ -364,11 +369,13 @@ RULES: list[Rule] = [
         id="int4-marlin-low-batch-sm90",
         summary="SM90 + INT4 (AutoRound/GPTQ) weights + max_num_seqs <= 4 -> Marlin instead of Machete "
         "(VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
-        when=lambda ctx: _cuda(ctx)
-        and ctx.cc is not None
-        and ctx.cc[0] == 9
-        and _int4_weights(ctx)
-        and int(ctx.settings.get("max_num_seqs") or 256) <= 4,
+        when=lambda ctx: (
+            _cuda(ctx)
+            and ctx.cc is not None
+            and ctx.cc[0] == 9
+            and _int4_weights(ctx)
+            and int(ctx.settings.get("max_num_seqs") or 256) <= 4
+        ),
         effect=lambda ctx: [SetEnv("VLLM_DISABLED_KERNELS", "MacheteLinearKernel")],
         reason="Measured on an H100 with vLLM 0.24.0 (docs/gpu-results/2026-11-27/report-levers.md): single-stream "
         "decode of the shape-exact Qwen3.6-27B INT4 checkpoint, fp8 KV, CUDA graphs on, 1024 tokens: 103.2 tok/s "
