@@ -17,11 +17,15 @@ def outcome(profile: str, gpu: str, engine: str) -> tuple[str, list[str] | None]
     try:
         loaded = load_profile(profile, environ={})
         gpu_facts = None if gpu == "none" else probes.gpu_facts(gpu)
+        # Facts from the model description, never from whatever model directory this checkout holds.
+        layer = loaded.profile.model
+        if layer.facts:
+            layer = layer.model_copy(update={"path": None})
         result = plan(
             loaded,
             gpu_facts,
             probes.engine_facts(engine),
-            probes.model_facts(loaded.profile.model, profile_source=config_files.display(loaded.path)),
+            probes.model_facts(layer, profile_source=config_files.display(loaded.path)),
         )
     except KitError as exc:
         return f"REFUSED: {exc}\n", None
