@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.require import need_vllm
-from tests.support.vllm_server import VllmServer
+from tests.support.vllm_server import VllmServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,18 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 REPEATS = 2
 LEVELS = (1, 2)
 MAX_TOKENS = 32  # --quick caps every row at 32 tokens; --ignore-eos makes every answer that long
-PORTS = range(18640, 18660)  # this suite's share of the project's 18600-18699
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +42,7 @@ def ab_out(tmp_path_factory, tiny_models) -> Path:
         "cpu-tiny",
         "cpu-tiny-mtp",
         "--set",
-        f"serving.port={_free_port()}",
+        f"serving.port={free_port()}",
         "--set-a",
         f"model.path={tiny_models('qwen3')}",
         "--set-b",
@@ -175,7 +162,7 @@ def test_plain_mode_takes_endpoint_model_and_levels_from_plan_json(tmp_path: Pat
     """`serve bench --plan-file` against a server `serve launch` started: base_url, served model name
     and `--concurrency auto` (1, 2, 4 up to max_num_seqs 4) all come from plan.json."""
     need_vllm()
-    with VllmServer("cpu-tiny-mtp", tiny_models("qwen3_5", agreeing_mtp=True), port=_free_port()) as server:
+    with VllmServer("cpu-tiny-mtp", tiny_models("qwen3_5", agreeing_mtp=True), port=free_port()) as server:
         argv = [
             sys.executable,
             "-m",

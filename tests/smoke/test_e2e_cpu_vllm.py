@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,28 +20,16 @@ import pytest
 from serve.smoke.checks import CHECKS, SmokeOptions, build_context, run_suite
 from serve.smoke.cli import expectations_from_plan, read_plan
 from tests.support.require import need_vllm
-from tests.support.vllm_server import VllmServer
+from tests.support.vllm_server import VllmServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PORTS = range(18200, 18250)  # this suite's share of the project's ports; the fake uses 18250-18299
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 @contextlib.contextmanager
 def launched(profile: str, model_dir: Path, work: Path) -> Iterator[VllmServer]:
-    with VllmServer(profile, model_dir, port=_free_port(), workdir=work) as server:
+    with VllmServer(profile, model_dir, port=free_port(), workdir=work) as server:
         yield server
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from serve import autoround
 from serve import synth_model as sm
 from serve.errors import KitError
 from serve.safetensors_index import read_header, scan_model_dir
+from tests.support.probe_script import run_probe_script
 
 REPO = Path(__file__).resolve().parents[2]
 INT4_LEAVES = {
@@ -413,18 +412,7 @@ def _probe(model: str, language_model_only: bool) -> dict[str, Any]:
 
 def run_probe(model: Path, tmp: Path, *flags: str) -> tuple[dict[str, Any] | None, str]:
     out = tmp / f"probe-{model.name}.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_TARGET_DEVICE": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, __file__, str(model), str(out), *flags],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PROBE_TIMEOUT_S,
-    )
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0 or not out.exists():
-        return None, log
-    return json.loads(out.read_text()), log
+    return run_probe_script(__file__, model, out, *flags, timeout_s=PROBE_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
