@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from serve.spec_decode import acceptance
+
 _SPEC = "vllm:spec_decode_"
 _WANTED_PREFIXES = (
     _SPEC,
@@ -141,16 +143,15 @@ class SpecDecodeWindow:
         drafts = new.drafts - old.drafts
         if drafts <= 0:
             return None
-        draft_tokens = new.draft_tokens - old.draft_tokens
-        accepted = new.accepted - old.accepted
-        per_pos = {
-            p: (v - old.accepted_per_pos.get(p, 0.0)) / drafts
-            for p, v in sorted(new.accepted_per_pos.items())
-        }
+        accepted_per_pos = {p: v - old.accepted_per_pos.get(p, 0.0) for p, v in new.accepted_per_pos.items()}
+        figures = acceptance(
+            drafts, new.draft_tokens - old.draft_tokens, new.accepted - old.accepted, accepted_per_pos
+        )
+        assert figures.mean_length is not None  # drafts > 0 here
         return SpecDerived(
             window_s=t1 - t0,
             drafts=drafts,
-            acceptance_rate=accepted / draft_tokens if draft_tokens > 0 else None,
-            mean_acceptance_length=1.0 + accepted / drafts,
-            per_position=per_pos,
+            acceptance_rate=figures.rate,
+            mean_acceptance_length=figures.mean_length,
+            per_position=figures.per_position,
         )

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from serve.spec_decode import acceptance
+
 # vLLM v1 counters (vllm/v1/spec_decode/metrics.py); prometheus_client appends "_total" on exposition.
 SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
 SPEC_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
@@ -215,14 +217,14 @@ def spec_decode_stats(delta: CounterSnapshot) -> SpecDecodeStats | None:
     draft_tokens = counter_total(delta, SPEC_DRAFT_TOKENS) or 0.0
     accepted = counter_total(delta, SPEC_ACCEPTED) or 0.0
     per_pos = counter_by_label(delta, SPEC_ACCEPTED_PER_POS, _POSITION_LABEL)
-    positions = sorted(per_pos, key=int)
+    figures = acceptance(drafts, draft_tokens, accepted, per_pos)
     return SpecDecodeStats(
         drafts=int(drafts),
         draft_tokens=int(draft_tokens),
         accepted_tokens=int(accepted),
-        acceptance_rate=accepted / draft_tokens if draft_tokens > 0 else None,
-        mean_acceptance_length=1.0 + accepted / drafts if drafts > 0 else None,
-        per_position=tuple(per_pos[p] / drafts for p in positions) if drafts > 0 else (),
+        acceptance_rate=figures.rate,
+        mean_acceptance_length=figures.mean_length,
+        per_position=tuple(figures.per_position.values()),
     )
 
 

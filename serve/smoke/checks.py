@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve.detectors import degeneration_reason
 from serve.errors import KitError
+from serve.spec_decode import acceptance
 
 Status = Literal["pass", "fail", "skip"]
 REPORT_SCHEMA_VERSION = 1
@@ -1041,20 +1042,20 @@ def check_spec_acceptance(ctx: SmokeContext) -> Passed:
     accepted = deltas["vllm:spec_decode_num_accepted_tokens_total"]
     if draft_tokens <= 0:
         raise CheckFailed("no draft tokens proposed during a 256-token generation")
-    rate = accepted / draft_tokens
+    per_pos_after = _per_position(ctx) if drafts else {}
+    accepted_per_pos = {p: v - per_pos_before.get(p, 0.0) for p, v in per_pos_after.items()}
+    figures = acceptance(drafts, draft_tokens, accepted, accepted_per_pos)
+    assert figures.rate is not None  # draft_tokens > 0 here
+    rate = figures.rate
     data = {
         "acceptance_rate": round(rate, 4),
-        "mean_acceptance_length": round(1 + accepted / drafts, 3) if drafts else None,
+        "mean_acceptance_length": round(figures.mean_length, 3) if figures.mean_length is not None else None,
         "draft_tokens": draft_tokens,
         "accepted_tokens": accepted,
         "floor": ctx.options.spec_acceptance_floor,
     }
     if drafts:
-        per_pos_after = _per_position(ctx)
-        data["acceptance_per_position"] = {
-            pos: round((per_pos_after.get(pos, 0.0) - per_pos_before.get(pos, 0.0)) / drafts, 4)
-            for pos in sorted(per_pos_after, key=int)
-        }
+        data["acceptance_per_position"] = {pos: round(v, 4) for pos, v in figures.per_position.items()}
     if math.isnan(rate) or rate < ctx.options.spec_acceptance_floor:
         raise CheckFailed(
             f"acceptance {rate:.0%} below the floor {ctx.options.spec_acceptance_floor:.0%}", data
