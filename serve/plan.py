@@ -48,6 +48,11 @@ class Plan:
     kv_cache_intent: str
     memory: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    """Lines for people that are neither decisions nor warnings (e.g. which GPU the plan is for)."""
+    rules_fired: list[str] = field(default_factory=list)
+    """Ids of the rules whose condition held, in table order (whatever their effect)."""
+    readiness: dict[str, Any] | None = None
+    """The profile's readiness layer (the sidecar's question and expected answer), for plan.json."""
 
     def value(self, setting: str) -> Any:
         decision = self.decisions.get(setting)
@@ -136,12 +141,15 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
         settings={k: d.value for k, d in decisions.items()},
     )
     refusals: list[str] = []
+    fired: list[str] = []
     for rule in RULES:
         if not rule.when(ctx):
             continue
+        fired.append(rule.id)
         for effect in rule.effect(ctx):
             if isinstance(effect, Refuse):
-                refusals.append(effect.message)
+                if not _waived(decisions, rule, effect, warnings):
+                    refusals.append(effect.message)
             elif isinstance(effect, Warn):
                 warnings.append(f"[{rule.id}] {effect.message}")
             elif isinstance(effect, SetEnv):
@@ -167,6 +175,8 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
         model=model,
         kv_cache_intent=loaded.profile.serving.kv_cache,
         memory=fit,
+        rules_fired=fired,
+        readiness=loaded.profile.readiness.model_dump(),
     )
 
 
@@ -205,6 +215,21 @@ def _apply_set(decisions: dict[str, Decision], rule: Rule, effect: Set, warnings
         f"but the rule would set {effect.value!r}: {rule.reason}{issues}"
     )
     current.reason = f"{current.reason}; OVERRIDES rule {rule.id}"
+
+
+def _waived(decisions: dict[str, Decision], rule: Rule, effect: Refuse, warnings: list[str]) -> bool:
+    """A refusal is waived when every setting it names in ``waived_by`` was typed on the command line
+    (``--set`` / ``SERVE_SET``): the user named the risk. The plan then goes on, loudly."""
+    named = [decisions.get(s) for s in effect.waived_by]
+    if not named or any(d is None or d.source != "override" for d in named):
+        return False
+    shown = ", ".join(f"{d.setting} ({d.reason})" for d in named if d is not None)
+    warnings.append(f"WARNING [{rule.id}] REFUSAL WAIVED by the explicit {shown}: {effect.message}")
+    for d in named:
+        if d is not None:
+            d.reason = f"{d.reason}; WAIVES refusal of rule {rule.id}"
+            d.rule, d.issues = d.rule or rule.id, d.issues or rule.issues
+    return True
 
 
 def _say_cost(rule: Rule, warnings: list[str]) -> None:

@@ -18,53 +18,63 @@ from serve.profile import ModelLayer
 # ---------------------------------------------------------------- GPU
 
 
+class NoGpuDetected(FactsError):
+    """NVML is missing or sees no GPU; ``reason`` says which in a few words, for the line that says a
+    plan's GPU was assumed rather than detected."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"--gpu auto: {reason}; on a machine without a GPU name a description (--gpu rtx5090) or use "
+            "a CPU profile (cpu-tiny)"
+        )
+        self.reason = reason
+
+
 def gpu_facts(arg: str) -> GpuFacts:
     if arg == "auto":
         return probe_gpu()
-    path = config_files.resolve("gpus", arg, option="--gpu")
+    return gpu_description(arg, option="--gpu")
+
+
+def gpu_description(name_or_path: str, *, option: str) -> GpuFacts:
+    """A GPU description (``config/gpus/NAME.yaml`` or a path); ``option`` names where the name came
+    from, for the error message."""
+    path = config_files.resolve("gpus", name_or_path, option=option)
     data = config_files.read_yaml(path)
     data.setdefault("source", config_files.display(path))
     return config_files.parse(GpuFacts, data, config_files.display(path))
 
 
-# Vendor memory bandwidth (GB/s) by NVML name fragment; NVML does not report bandwidth.
-_BANDWIDTH_GBPS = {
-    "RTX 5090": 1792,
-    "RTX PRO 6000": 1792,
-    "GB10": 273,
-    "B200": 8000,
-    "H100 80GB HBM3": 3350,
-    "H100 PCIe": 2000,
-    "H100 NVL": 3900,
-    "H200": 4800,
-    "L40S": 864,
-    "A100-SXM4-80GB": 2039,
-    "A100 80GB PCIe": 1935,
-    "A100-SXM4-40GB": 1555,
-    "RTX 3090": 936,
-    "RTX 4090": 1008,
-}
+def description_for_nvml_name(name: str, count: int = 1) -> GpuFacts | None:
+    """The shipped description whose ``nvml_names`` hold ``name`` (one with the same count first), or
+    None. NVML reports no bandwidth; the description is the one place it is defined."""
+
+    def norm(text: str) -> str:
+        return " ".join(text.split()).casefold()
+
+    descriptions = [gpu_description(stem, option="config/gpus") for stem in config_files.shipped("gpus")]
+    matches = [d for d in descriptions if norm(name) in {norm(n) for n in d.nvml_names}]
+    matches.sort(key=lambda d: d.count != count)
+    return matches[0] if matches else None
 
 
 def probe_gpu() -> GpuFacts:
+    """The GPU NVML sees on this machine (the first device's kind and how many there are), with the
+    bandwidth of its description."""
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
-        raise FactsError(
-            "--gpu auto: the nvidia-ml-py package is not installed; pip install nvidia-ml-py, "
-            "or name a GPU description (--gpu rtx5090)"
+        raise NoGpuDetected(
+            "the nvidia-ml-py package (NVML) is not installed: pip install nvidia-ml-py"
         ) from None
     try:
         pynvml.nvmlInit()
     except Exception as exc:  # NVMLError has many subclasses; all mean "no usable GPU here"
-        raise FactsError(
-            f"--gpu auto: NVML found no NVIDIA driver/GPU ({exc}); on a machine without a GPU name a "
-            "description (--gpu rtx5090) or use a CPU profile (cpu-tiny)"
-        ) from None
+        raise NoGpuDetected(f"NVML found no NVIDIA driver/GPU ({exc})") from None
     try:
         count = pynvml.nvmlDeviceGetCount()
         if count == 0:
-            raise FactsError("--gpu auto: NVML sees no GPU; name a description (--gpu rtx5090)")
+            raise NoGpuDetected("NVML sees no GPU")
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         name = pynvml.nvmlDeviceGetName(handle)
         name = name.decode() if isinstance(name, bytes) else name
@@ -75,17 +85,22 @@ def probe_gpu() -> GpuFacts:
         cuda = pynvml.nvmlSystemGetCudaDriverVersion()
     finally:
         pynvml.nvmlShutdown()
-    bandwidth = next((bw for frag, bw in _BANDWIDTH_GBPS.items() if frag in name), None)
+    description = description_for_nvml_name(name, count)
+    bandwidth = description.memory_bandwidth_gbps if description else None
     return GpuFacts(
         name=name,
         compute_capability=f"{major}.{minor}",
         memory_gib=round(memory / 2**30, 2),
         memory_bandwidth_gbps=bandwidth,
-        bandwidth_source="vendor datasheet (by NVML name)" if bandwidth else None,
+        bandwidth_source=f"{description.bandwidth_source or 'vendor datasheet'}; {description.source} "
+        "matched by NVML name"
+        if description and bandwidth
+        else None,
         count=count,
         driver_version=driver,
         cuda_driver_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
         source="nvml",
+        origin="detected",
     )
 
 
@@ -183,7 +198,81 @@ def describe_vllm_source(vllm_dir: Path) -> dict[str, Any]:
         else [],
         "gdn_prefill_backend_flag": "--gdn-prefill-backend" in arg_utils,
         "has_fa2": any((vllm_dir / "vllm_flash_attn").glob("_vllm_fa2_C*.so")),
+        "linear_backends": _optional_literal(_optional_module(vllm_dir / "config/kernel.py"), "LinearBackend")
+        if "--linear-backend" in arg_utils
+        else [],
+        "mamba_cache_modes": _optional_literal(cache, "MambaCacheMode"),
+        "hybrid_prefix_caching_default": _hybrid_prefix_caching_default(
+            _optional_module(vllm_dir / "config/model.py")
+        ),
+        **_turboquant_builder(_optional_module(vllm_dir / "v1/attention/backends/turboquant_attn.py")),
     }
+
+
+def _optional_module(path: Path) -> ast.Module | None:
+    """A source file that older or newer vLLMs may not have (None then: the fact is unknown)."""
+    try:
+        return ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+
+
+def _optional_literal(tree: ast.Module | None, name: str) -> list[str]:
+    if tree is None or name not in _assignments(tree):
+        return []
+    return _literal_strings(tree, name)
+
+
+def _hybrid_prefix_caching_default(model_py: ast.Module | None) -> bool | None:
+    """What ``ModelConfig.is_prefix_caching_supported`` returns for a generative hybrid model, which
+    becomes ``enable_prefix_caching``'s default (vllm/engine/arg_utils.py): False through 0.25, True
+    from 0.26."""
+    if model_py is None:
+        return None
+    found: set[bool] = set()
+    for fn in ast.walk(model_py):
+        if not (isinstance(fn, ast.FunctionDef) and fn.name == "is_prefix_caching_supported"):
+            continue
+        for node in ast.walk(fn):
+            if (
+                isinstance(node, ast.If)
+                and isinstance(node.test, ast.Compare)
+                and isinstance(node.test.left, ast.Name)
+                and node.test.left.id == "attn_type"
+                and any(isinstance(c, ast.Constant) and c.value == "hybrid" for c in node.test.comparators)
+            ):
+                found |= {
+                    r.value.value
+                    for r in node.body
+                    if isinstance(r, ast.Return)
+                    and isinstance(r.value, ast.Constant)
+                    and isinstance(r.value.value, bool)
+                }
+    return found.pop() if len(found) == 1 else None
+
+
+def _turboquant_builder(tree: ast.Module | None) -> dict[str, Any]:
+    """How vLLM's TurboQuant metadata builder declares CUDA-graph support. ``UNIFORM_BATCH`` with
+    ``supports_spec_as_decode=False`` lets the runner FULL-capture spec-decode verify batches that
+    TurboQuant runs through a Python prefill loop (vLLM PR 53406's diagnosis of issue 52475)."""
+    support: str | None = None
+    spec_as_decode: bool | None = None
+    for cls in tree.body if tree is not None else []:
+        if not (isinstance(cls, ast.ClassDef) and cls.name == "TurboQuantMetadataBuilder"):
+            continue
+        for node in ast.walk(cls):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Attribute):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == "_cudagraph_support" for t in targets):
+                    support = node.value.attr
+            elif (
+                isinstance(node, ast.keyword)
+                and node.arg == "supports_spec_as_decode"
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, bool)
+            ):
+                spec_as_decode = node.value.value
+    return {"turboquant_cudagraph_support": support, "turboquant_spec_as_decode": spec_as_decode}
 
 
 def _assignments(tree: ast.Module) -> dict[str, ast.expr]:

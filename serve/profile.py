@@ -1,16 +1,17 @@
 """The profile schema: the one source of truth for what a profile may say.
 
-A profile is YAML with three layers (``model``, ``hardware``, ``serving``) and may ``extends`` another
-profile (deep merge, the child wins). Validation, the generated reference (docs/profile-reference.md)
+A profile is YAML with four layers (``model``, ``hardware``, ``serving``, ``readiness``) and may
+``extends`` another profile (deep merge, the child wins). Validation, the generated reference (docs/profile-reference.md)
 and the keys accepted by ``--set`` all derive from the pydantic models below; each field's docstring
 is its documentation.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 KvCacheIntent = Literal[
     "auto",
@@ -62,8 +63,10 @@ class HardwareLayer(Strict):
     """The hardware the profile was written for."""
 
     gpu: str | None = None
-    """GPU description this profile targets (``config/gpus/NAME.yaml``); used when ``--gpu`` is not
-    given. ``auto`` reads the GPU through NVML."""
+    """The GPU this profile was written for (``config/gpus/NAME.yaml``, or ``none`` for the CPU build).
+    An expectation, not a fact: without ``--gpu`` the plan is made for the GPU NVML detects and says
+    what changed when it differs; only where no GPU can be detected is this one assumed (and labelled
+    so). ``auto`` requires a detected GPU."""
 
     tensor_parallel_size: int = Field(1, ge=1)
     """GPUs one model is split over (vLLM ``--tensor-parallel-size``)."""
@@ -154,6 +157,71 @@ class ServingLayer(Strict):
         return self
 
 
+_DEFAULT_QUESTION = "What is the capital of France? Answer with one word."
+
+
+def compile_answer_pattern(pattern: str) -> re.Pattern[str]:
+    """An expected-answer pattern (readiness.expect, the smoke suite's --factual) compiled. ValueError
+    when it is malformed, or when it matches the empty string: then no answer could fail it."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid Python regular expression ({exc}); fix the pattern") from None
+    if compiled.search("") is not None:
+        raise ValueError("matches the empty string, so no answer could fail it; make it require the answer")
+    return compiled
+
+
+class ReadinessLayer(Strict):
+    """The question the readiness sidecar asks, and the answer it requires before it calls vLLM ready."""
+
+    # Written into plan.json ("readiness"); the sidecar's --probe-* flags override it. A miss is the
+    # not-ready reason wrong_answer; an empty or looping answer is degenerate_output either way.
+
+    prompt: str = Field(_DEFAULT_QUESTION, min_length=1, max_length=2000)
+    """User message of the probe's chat completion: a question with one known answer."""
+
+    expect: str | None = Field(r"(?i)\bparis\b", min_length=1, max_length=300)
+    """Python regular expression the answer (content and reasoning together) must match (``re.search``);
+    ``null`` turns the answer check off (then ``off_reason`` is required). A pattern that matches the
+    empty string is refused: it could never fail."""
+
+    off_reason: str | None = Field(None, min_length=1, max_length=200)
+    """Why the answer check is off (e.g. ``random weights``): required when ``expect`` is ``null``, shown
+    on the sidecar's /readyz and in its plan info metric; ignored (dropped) while ``expect`` is set, so a
+    profile that extends a random-weight one only needs to set ``expect``."""
+
+    max_tokens: int = Field(16, ge=1, le=1024)
+    """max_tokens of the probe's chat completion: room for the answer, and short, since the probe runs
+    every few seconds. The shared loop detector judges texts of 24 characters or more, so a profile
+    without an answer check wants about 32."""
+
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Fields merged into the probe's chat request, e.g. ``{"chat_template_kwargs": {"enable_thinking":
+    false}}`` so that a reasoning model answers instead of spending max_tokens thinking."""
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_answer_pattern(value)
+        return value
+
+    @field_validator("off_reason")
+    @classmethod
+    def _off_needs_reason(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "expect" not in info.data:
+            return value  # expect itself is invalid: that error is the one to show
+        if info.data["expect"] is not None:
+            return None
+        if value is None or not value.strip():
+            raise ValueError(
+                "required when readiness.expect is null: say why the answer is not checked "
+                "(e.g. 'random weights: the model cannot answer')"
+            )
+        return value
+
+
 class Profile(Strict):
     """A deployment: model, hardware and serving settings."""
 
@@ -171,6 +239,9 @@ class Profile(Strict):
 
     serving: ServingLayer = Field(default_factory=ServingLayer)
     """The serving layer."""
+
+    readiness: ReadinessLayer = Field(default_factory=ReadinessLayer)
+    """The readiness layer: the question the sidecar asks and the answer it requires."""
 
 
 def field_paths(model: type[BaseModel] = Profile, prefix: str = "") -> dict[str, Any]:

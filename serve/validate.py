@@ -17,6 +17,7 @@ from serve.errors import ValidationFailed
 
 # make_arg_parser moved between vLLM versions; try the known homes.
 _PARSER_MODULES = (
+    "vllm.entrypoints.common.cli_args",  # 0.33 (read from its wheel: make_arg_parser, validate_parsed_serve_args)
     "vllm.entrypoints.launchers.cli_args",  # 0.32
     "vllm.entrypoints.openai.cli_args",  # 0.2x
 )

