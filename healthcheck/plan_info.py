@@ -1,4 +1,5 @@
-"""The launcher's plan.json (docs/plan-json.md), read for the plan info metric and the served model name.
+"""The launcher's plan.json (docs/plan-json.md), read for the plan info metric, the served model name
+and the readiness block (the probe's question and expected answer, healthcheck.question).
 
 The sidecar may start before the launcher has written the file, and a restarted launcher rewrites it,
 so it is re-read whenever its modification time or size changes. Missing keys (older files) become
@@ -12,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from healthcheck.question import resolve_question
+
 log = logging.getLogger(__name__)
 
 PLAN_LABELS = (
@@ -23,6 +26,8 @@ PLAN_LABELS = (
     "cudagraph_mode",
     "vllm_version",
     "gpu",
+    "gpu_origin",  # detected | description | assumed (the profile's, not seen) | none; "" in older plans
+    "answer_check",  # "on: PATTERN" or "off: REASON"; the sidecar puts in the one its probe uses
 )
 _MAX_PLAN_BYTES = 4 << 20
 
@@ -49,6 +54,15 @@ def plan_labels(plan: dict[str, Any]) -> dict[str, str]:
         "cudagraph_mode": _text(settings.get("cudagraph_mode")),
         "vllm_version": _text(engine.get("version")),
         "gpu": gpu_name,
+        "gpu_origin": _text(gpu.get("origin")),
+        "answer_check": resolve_question(
+            prompt=None,
+            max_tokens=None,
+            extra_body=None,
+            expect=None,
+            expect_off=None,
+            plan_block=plan.get("readiness"),
+        ).answer_check,
     }
 
 
@@ -58,6 +72,7 @@ class PlanFile:
         self._stamp: tuple[int, int] | None = None
         self.labels: dict[str, str] | None = None
         self.served_model_name: str | None = None
+        self.readiness: Any = None  # the plan's readiness block as read (validated where it is used)
 
     def refresh(self) -> None:
         """Re-read the file if it changed; keep the last good reading when it became unreadable."""
@@ -85,4 +100,5 @@ class PlanFile:
             return
         self.labels = plan_labels(plan)
         self.served_model_name = self.labels["served_model_name"] or None
+        self.readiness = plan.get("readiness")
         log.info("plan file %s: %s", self.path, self.labels)

@@ -622,8 +622,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bandwidth-gbps",
         type=float,
-        help="GPU memory bandwidth per GPU in GB/s for the roofline "
-        "(overrides plan.json; e.g. a measured copy bandwidth)",
+        help="GPU memory bandwidth per GPU in GB/s for the roofline, e.g. a copy bandwidth measured on "
+        "this machine (default: plan.json's facts.gpu, the description of the GPU the launcher detected; "
+        "none where the GPU was only assumed)",
     )
     parser.add_argument(
         "--out", default="out/bench", help="directory for bench.json, bench.md, bench.png (default out/bench)"

@@ -131,6 +131,12 @@ def roofline_from_plan(
     model = facts.get("model") or {}
     if engine.get("device") == "cpu" and not bandwidth_override_gbps:
         return None, "CPU engine: no GPU memory bandwidth"
+    if gpu.get("origin") == "assumed" and not bandwidth_override_gbps:
+        # The launcher found no GPU and planned for the profile's: its bandwidth is another GPU's.
+        return None, (
+            f"facts.gpu ({gpu.get('name') or '?'}) was assumed from the profile, not detected, so its "
+            "bandwidth is not this machine's (pass --bandwidth-gbps, e.g. a copy bandwidth measured here)"
+        )
     bandwidth = bandwidth_override_gbps or gpu.get("memory_bandwidth_gbps")
     if not bandwidth:
         return None, "facts.gpu.memory_bandwidth_gbps is unknown (pass --bandwidth-gbps)"
@@ -146,7 +152,9 @@ def roofline_from_plan(
         "--bandwidth-gbps"
         if bandwidth_override_gbps
         else "facts.gpu.memory_bandwidth_gbps "
-        f"({gpu.get('bandwidth_source') or gpu.get('name') or 'plan.json'})"
+        f"({gpu.get('bandwidth_source') or gpu.get('name') or 'plan.json'}"
+        + (f"; GPU {gpu['origin']}" if gpu.get("origin") else "")
+        + ")"
     )
     return (
         Roofline(

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from serve import memory
 from serve.errors import KitError
 from serve.safetensors_index import ModelFiles, scan_model_dir
+from serve.target_gpu import short_name
 
 Severity = Literal["ok", "info", "warn", "error"]
 _RANK = {"ok": 0, "info": 0, "warn": 1, "error": 2}
@@ -66,6 +67,8 @@ class GpuInfo:
     free_memory_bytes: int | None = None
     count: int = 1
     source: str = ""
+    origin: str = "detected"
+    """``detected`` (NVML here), ``description`` (named with --gpu) or ``assumed`` (the profile's)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,16 @@ class DoctorInputs:
     """Everything the checks look at. ``None`` means "not available" (each check says so)."""
 
     gpu: GpuInfo | None = None
+    """The GPU found on this machine (NVML), or the description named with --gpu; never an assumption."""
     gpu_error: str | None = None
+    profile_gpu: GpuInfo | None = None
+    """The GPU the profile was written for (its hardware.gpu), when it names one."""
+    gpu_assumed: bool = False
+    """No GPU found: the plan and fit checks use ``profile_gpu``, labelled as an assumption."""
+    gpu_note: str | None = None
+    """The launcher's one line on which GPU the plan is for and what changed (serve.target_gpu)."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """Which facts were detected, named or assumed (the JSON output's ``facts``)."""
     engine: EngineInfo | None = None
     engine_error: str | None = None
     model_dir: str | None = None
@@ -145,20 +157,42 @@ def _size(n: int) -> str:
 def check_gpu(inp: DoctorInputs) -> list[Check]:
     eng = inp.engine
     if inp.gpu is None:
+        why = f"; {inp.gpu_error}" if inp.gpu_error else ""
+        p = inp.profile_gpu
+        if p is not None:
+            # A profile written for a GPU: the error names it, the assumption gets its own line.
+            return [
+                Check(
+                    "gpu",
+                    "error",
+                    f"no GPU found (the profile assumes {short_name(p.name, p.count)}){why}",
+                    {"origin": "none"},
+                ),
+                Check(
+                    "gpu-assumed",
+                    "info",
+                    f"the profile was written for {_describe(p)} ({p.source}): not seen here; the plan and "
+                    "fit checks below assume it",
+                    {"origin": "assumed", "source": p.source},
+                ),
+            ]
         if eng is not None and eng.device == "cpu":
             return [Check("gpu", "info", "no GPU needed: the installed vLLM is the CPU build")]
-        why = f" ({inp.gpu_error})" if inp.gpu_error else ""
         return [Check("gpu", "error", f"no GPU{why}; the CUDA build of vLLM needs an NVIDIA GPU and driver")]
     g = inp.gpu
-    cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "unknown"
+    detected = g.origin == "detected"
+    how = "detected" if detected else f"from {g.source}, named with --gpu: not measured here"
     out = [
         Check(
             "gpu",
-            "ok",
-            f"{g.count} x {g.name}, {g.memory_bytes / memory.GiB:.1f} GiB, compute capability {cc}",
-            {"source": g.source},
+            "ok" if detected else "info",
+            f"{_describe(g)} ({how})",
+            {"source": g.source, "origin": g.origin},
         )
     ]
+    if inp.gpu_note:
+        out.append(Check("gpu-profile", "info", inp.gpu_note))
+    cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "unknown"
     if g.compute_capability and g.compute_capability < (8, 0):
         out.append(
             Check(
@@ -187,6 +221,20 @@ def check_gpu(inp: DoctorInputs) -> list[Check]:
             Check("driver", "info", f"driver {g.driver_version}, CUDA {g.cuda_driver_version or 'unknown'}")
         )
     return out
+
+
+def _describe(g: GpuInfo) -> str:
+    cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "unknown"
+    return f"{g.count} x {g.name}, {g.memory_bytes / memory.GiB:.1f} GiB, compute capability {cc}"
+
+
+def _assumed_prefix(inp: DoctorInputs) -> str:
+    p = inp.profile_gpu
+    return (
+        f"on the assumed {short_name(p.name, p.count, article=False)} (not seen here): "
+        if inp.gpu_assumed and p
+        else ""
+    )
 
 
 def check_engine(inp: DoctorInputs) -> list[Check]:
@@ -358,9 +406,11 @@ def check_vram(inp: DoctorInputs) -> list[Check]:
 
 def check_fit(inp: DoctorInputs) -> list[Check]:
     s = inp.serving
+    gpu = inp.gpu or (inp.profile_gpu if inp.gpu_assumed else None)
+    prefix = _assumed_prefix(inp) if inp.gpu is None else ""
     if not inp.config and inp.model_facts is None:
         return [Check("fit", "info", "memory fit not checked: no model config")]
-    if inp.gpu is None and s.kv_cache_memory_bytes is None:
+    if gpu is None and s.kv_cache_memory_bytes is None:
         return [Check("fit", "info", "memory fit not checked: no GPU and no kv_cache_memory_bytes")]
     try:
         if inp.config:
@@ -379,7 +429,7 @@ def check_fit(inp: DoctorInputs) -> list[Check]:
         r = memory.fit(
             shape,
             weights,
-            total_memory_bytes=inp.gpu.memory_bytes if inp.gpu else 0,
+            total_memory_bytes=gpu.memory_bytes if gpu else 0,
             gpu_memory_utilization=s.gpu_memory_utilization,
             kv_cache_dtype=s.kv_cache_dtype,
             max_model_len=s.max_model_len,
@@ -390,14 +440,15 @@ def check_fit(inp: DoctorInputs) -> list[Check]:
             cache=cache,
         )
     except KitError as exc:
-        return [Check("fit", "error", str(exc))]
-    return [Check("fit", r.verdict, r.message, r.to_dict())]
+        return [Check("fit", "error", prefix + str(exc))]
+    return [Check("fit", r.verdict, prefix + r.message, r.to_dict())]
 
 
 def check_plan(inp: DoctorInputs) -> list[Check]:
+    prefix = _assumed_prefix(inp)
     if inp.plan_error:
-        return [Check("plan", "error", f"the launcher refuses this profile: {inp.plan_error}")]
-    return [Check("plan", "warn", w) for w in inp.plan_warnings]
+        return [Check("plan", "error", f"{prefix}the launcher refuses this profile: {inp.plan_error}")]
+    return [Check("plan", "warn", prefix + w) for w in inp.plan_warnings]
 
 
 CHECKS = (check_gpu, check_engine, check_model, check_plan, check_disk, check_vram, check_fit)
@@ -437,6 +488,7 @@ def gpu_info_from_facts(f: Any) -> GpuInfo:
         cuda_driver_version=f.cuda_driver_version,
         count=f.count,
         source=f.source,
+        origin=f.origin,
     )
 
 
@@ -519,20 +571,24 @@ def serving_from_profile(profile: Any, model_dir_override: str | None) -> tuple[
     return intent, model_dir_override or profile.model.path
 
 
-def _settings_from_plan(inp: DoctorInputs, loaded: Any, gpu: Any, engine: Any) -> dict[str, Any] | None:
-    """The settings the launcher would use (rules applied, e.g. the CPU build's explicit KV size),
-    or None when the plan cannot be made; a refusal is recorded for :func:`check_plan`."""
-    from serve import probes
-    from serve.plan import plan
+def _settings_from_plan(inp: DoctorInputs, loaded: Any, target: Any, engine: Any) -> dict[str, Any] | None:
+    """The settings the launcher would use (rules applied, e.g. the CPU build's explicit KV size) on
+    the GPU it would plan for (``serve.target_gpu.TargetGpu``), or None when the plan cannot be made;
+    a refusal is recorded for :func:`check_plan`."""
+    from serve import probes, target_gpu
 
     try:
         model = probes.model_facts(loaded.profile.model, profile_source=str(loaded.path))
         inp.model_facts = model
-        p = plan(loaded, gpu, engine, model)
+        p = target_gpu.plan_for(loaded, target, engine, model)
     except KitError as exc:
         inp.plan_error = str(exc)
         return None
     inp.plan_warnings = list(p.warnings)
+    g, e = target.facts, target.expected
+    moved = e is not None and g is not None and not target_gpu.same_gpu(e, g)
+    if target.origin == "detected" and p.notes and (moved or target.profile_gpu == "none"):
+        inp.gpu_note = p.notes[0]
     spec = p.value("speculative_config") or {}
     out: dict[str, Any] = {
         "kv_cache_dtype": p.value("kv_cache_dtype") or "auto",
@@ -545,6 +601,69 @@ def _settings_from_plan(inp: DoctorInputs, loaded: Any, gpu: Any, engine: Any) -
     if p.value("gpu_memory_utilization"):
         out["gpu_memory_utilization"] = p.value("gpu_memory_utilization")
     return out
+
+
+def _gpu_target(inp: DoctorInputs, gpu_arg: str | None, loaded: Any) -> Any:
+    """The GPU the launcher would plan for (``serve.target_gpu.TargetGpu``), recorded in ``inp``:
+    ``gpu`` only when found or named, ``profile_gpu`` for what the profile was written for."""
+    from serve import probes
+    from serve.target_gpu import TargetGpu, resolve
+
+    target = TargetGpu(None, "none")
+    try:
+        if loaded is not None:
+            target = resolve(gpu_arg, loaded)
+        elif gpu_arg in (None, "auto"):
+            target = TargetGpu(probes.probe_gpu(), "detected")
+        elif gpu_arg != "none":
+            target = TargetGpu(probes.gpu_description(gpu_arg, option="--gpu"), "description")
+    except probes.NoGpuDetected as exc:
+        inp.gpu_error = exc.reason
+    except KitError as exc:
+        inp.gpu_error = str(exc)
+    if target.expected is not None:
+        inp.profile_gpu = gpu_info_from_facts(target.expected)
+    if target.origin in ("detected", "description"):
+        inp.gpu = gpu_info_from_facts(target.facts)
+    if target.origin in ("assumed", "none") and target.detection:
+        inp.gpu_error = target.detection
+    inp.gpu_assumed = target.origin == "assumed"
+    if target.origin == "detected" and inp.gpu is not None:
+        free = _free_vram()
+        if free is not None:
+            inp.gpu = GpuInfo(**{**inp.gpu.__dict__, "free_memory_bytes": free})
+    return target
+
+
+def _facts_origins(inp: DoctorInputs, target: Any, engine: Any, engine_arg: str) -> dict[str, Any]:
+    """Which facts doctor measured here and which it took from a description or assumed."""
+    g = target.facts
+    gpu: dict[str, Any] = {"origin": target.origin}
+    if g is not None:
+        gpu |= {"name": g.name, "count": g.count, "memory_gib": g.memory_gib, "source": g.source}
+    if inp.gpu_error:
+        gpu["detection"] = inp.gpu_error
+    written = target.expected
+    model: dict[str, Any] | None = None
+    if inp.config is not None:
+        model = {"origin": "detected", "source": inp.model_dir}
+    elif inp.model_facts is not None:
+        model = {"origin": "description", "source": inp.model_facts.source}
+    return {
+        "gpu": gpu,
+        "profile_gpu": {"name": written.name, "count": written.count, "source": written.source}
+        if written is not None
+        else None,
+        "engine": {
+            "origin": "detected" if engine_arg == "auto" else "description",
+            "name": engine.name,
+            "version": engine.version,
+            "source": engine.source,
+        }
+        if engine is not None
+        else {"origin": None, "error": inp.engine_error},
+        "model": model,
+    }
 
 
 def gather(args: argparse.Namespace) -> DoctorInputs:
@@ -561,8 +680,6 @@ def gather(args: argparse.Namespace) -> DoctorInputs:
 
         loaded = load_profile(args.profile)
         serving, model_dir = serving_from_profile(loaded.profile, model_dir)
-        if gpu_arg is None:
-            gpu_arg = loaded.profile.hardware.gpu
     overrides = {
         k: v
         for k, v in {
@@ -577,25 +694,15 @@ def gather(args: argparse.Namespace) -> DoctorInputs:
     }
     inp.serving = ServingIntent(**{**serving.__dict__, **overrides})
 
-    gpu_arg = gpu_arg or "auto"
-    engine_facts = gpu_facts = None
+    engine_facts = None
     try:
         engine_facts = probes.engine_facts(engine_arg)
         inp.engine = engine_info_from_facts(engine_facts)
     except KitError as exc:
         inp.engine_error = str(exc)
-    try:
-        if gpu_arg != "none":
-            gpu_facts = probes.gpu_facts(gpu_arg)
-            inp.gpu = gpu_info_from_facts(gpu_facts)
-        if gpu_arg == "auto":
-            free = _free_vram()
-            if free is not None:
-                inp.gpu = GpuInfo(**{**inp.gpu.__dict__, "free_memory_bytes": free})
-    except KitError as exc:
-        inp.gpu_error = str(exc)
+    target = _gpu_target(inp, gpu_arg, loaded)
     if loaded is not None and engine_facts is not None:
-        planned = _settings_from_plan(inp, loaded, gpu_facts, engine_facts)
+        planned = _settings_from_plan(inp, loaded, target, engine_facts)
         if planned is not None:
             inp.serving = ServingIntent(**{**inp.serving.__dict__, **planned, **overrides})
 
@@ -617,6 +724,7 @@ def gather(args: argparse.Namespace) -> DoctorInputs:
     for label, path in paths.items():
         with contextlib.suppress(OSError):  # an unreadable path is simply not reported
             inp.disk_free[label] = shutil.disk_usage(path).free
+    inp.facts = _facts_origins(inp, target, engine_facts, engine_arg)
     return inp
 
 
@@ -629,7 +737,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="profile name or YAML path whose settings the fit is checked for")
     parser.add_argument("--model-dir", help="local model directory (default: the profile's model.path)")
     parser.add_argument(
-        "--gpu", help="auto (NVML), none, or a GPU description name/path (default: the profile's, else auto)"
+        "--gpu",
+        help="auto (NVML), none, or a GPU description name/path (default: the GPU NVML detects; where "
+        "there is none, the profile's hardware.gpu, reported as assumed)",
     )
     parser.add_argument("--engine", default="auto", help="auto (installed vLLM) or an engine description")
     parser.add_argument("--kv-cache-dtype", help="override the profile's KV cache dtype (vLLM name)")
@@ -647,7 +757,8 @@ def run(args: argparse.Namespace) -> int:
     checks = run_checks(inp)
     code = exit_code(checks)
     if args.json:
-        print(json.dumps({"exit_code": code, "checks": [c.to_dict() for c in checks]}, indent=2, default=str))
+        document = {"exit_code": code, "facts": inp.facts, "checks": [c.to_dict() for c in checks]}
+        print(json.dumps(document, indent=2, default=str))
     else:
         print(render_table(checks))
     return code

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from serve import config_files, probes
-from serve.facts import GpuFacts
+from serve import config_files, probes, target_gpu
 from serve.layering import LoadedProfile, load_profile
-from serve.plan import Plan, plan
+from serve.plan import Plan
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +20,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpu",
         default=os.environ.get("SERVE_GPU"),
         help="auto (NVML), none (no GPU), a GPU description name (config/gpus/NAME.yaml) or a path; "
-        "default: the profile's hardware.gpu, else auto [env SERVE_GPU]",
+        "default: the GPU NVML detects, else the profile's hardware.gpu, labelled as assumed [env SERVE_GPU]",
     )
     parser.add_argument(
         "--engine",
@@ -48,8 +47,7 @@ def build_plan(args: argparse.Namespace) -> tuple[LoadedProfile, Plan]:
             "no profile given: pass --profile NAME (python -m serve profiles lists them) or set SERVE_PROFILE"
         )
     loaded = load_profile(args.profile, args.sets)
-    gpu_arg = args.gpu or loaded.profile.hardware.gpu or "auto"
-    gpu: GpuFacts | None = None if gpu_arg == "none" else probes.gpu_facts(gpu_arg)
+    target = target_gpu.resolve(args.gpu, loaded)
     engine = probes.engine_facts(args.engine)
     model = probes.model_facts(loaded.profile.model, profile_source=config_files.display(loaded.path))
-    return loaded, plan(loaded, gpu, engine, model)
+    return loaded, target_gpu.plan_for(loaded, target, engine, model)

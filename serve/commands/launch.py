@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     _, plan = build_plan(args)
     argv = render_argv(plan)
     print(command_line(argv), file=sys.stderr)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
     print(decision_table(plan), file=sys.stderr)
     for warning in plan.warnings:
         print(warning, file=sys.stderr)

@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(command_line(render_argv(plan)))
     print(file=sys.stderr)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
     print(decision_table(plan), file=sys.stderr)
     for warning in plan.warnings:
         print(f"\n{warning}", file=sys.stderr)

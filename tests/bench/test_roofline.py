@@ -114,6 +114,21 @@ def test_no_roofline_says_why(plan, why):
     assert roof is None and why in reason
 
 
+def test_an_assumed_gpus_bandwidth_is_not_this_machines():
+    """No GPU detected at launch: plan.json's GPU is the profile's (origin assumed), and its bandwidth
+    belongs to a GPU that is not here; only a measured --bandwidth-gbps gives a roofline then."""
+    assumed = _plan(bandwidth=1792)
+    assumed["facts"]["gpu"]["origin"] = "assumed"
+    roof, reason = roofline_from_plan(assumed)
+    assert roof is None and "assumed from the profile" in reason and "--bandwidth-gbps" in reason
+    roof, reason = roofline_from_plan(assumed, bandwidth_override_gbps=4270)
+    assert reason is None and roof.bandwidth_gbps == 4270
+    detected = _plan(bandwidth=4800)
+    detected["facts"]["gpu"]["origin"] = "detected"
+    roof, _ = roofline_from_plan(detected)
+    assert roof.bandwidth_gbps == 4800 and "GPU detected" in roof.source
+
+
 def test_cpu_with_an_explicit_bandwidth_gets_a_roofline():
     roof, reason = roofline_from_plan(_plan(device="cpu"), bandwidth_override_gbps=50)
     assert reason is None and roof.bandwidth_gbps == 50

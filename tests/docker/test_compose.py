@@ -369,6 +369,15 @@ def test_cpu_stack_comes_up_answers_and_goes_away(docker, prometheus_image):
         status, ready = _http(f"http://127.0.0.1:{sidecar}/readyz")
         assert status == 200, ready
 
+        # The entrypoint runs `serve launch` without --gpu, so the plan is for the GPU detected in the
+        # container: none here (no device, no NVML). Never the profile's GPU as if it were there.
+        shown = _run([*compose, "exec", "-T", "vllm", "cat", "/run/kit/plan.json"], env=env).stdout
+        assert json.loads(shown)["facts"]["gpu"] == {"origin": "none"}, shown[-2000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar}/metrics", timeout=10) as resp:
+            exposed = resp.read().decode()
+        info = [ln for ln in exposed.splitlines() if ln.startswith("healthcheck_plan_info{")]
+        assert len(info) == 1 and 'gpu_origin="none"' in info[0], info or exposed[-2000:]
+
         def targets_up():
             _, doc = _http(f"http://127.0.0.1:{prom}/api/v1/targets")
             health = {t["labels"]["job"]: t["health"] for t in doc["data"]["activeTargets"]}

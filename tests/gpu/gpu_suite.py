@@ -192,6 +192,10 @@ def start_sidecar(run: dict[str, Any], out: Path) -> None:
         "3",
         "--spec-window-s",
         "120",
+        # The suite's checkpoints have random weights: no answer to check (the plan's readiness layer
+        # expects Paris from the real Qwen3.6); the degeneration check still applies.
+        "--probe-expect-off",
+        "random weights: synthetic checkpoint",
     ]
     sidecar_log = (out / f"{name}.sidecar.log").open("wb")
     run["sidecar"] = subprocess.Popen(
@@ -524,8 +528,13 @@ def perf(out: Path, batch: str, timeout_s: float, model_dir: Path) -> int:
                 "1",
                 "--temperature",
                 "0",
-                "--bandwidth-gbps",
-                "2990",
+                # The roofline's bandwidth: one measured in this same session where the runner passes it
+                # (GPU_SUITE_BANDWIDTH_GBPS), else plan.json's facts.gpu, the detected GPU's description.
+                *(
+                    ["--bandwidth-gbps", os.environ["GPU_SUITE_BANDWIDTH_GBPS"]]
+                    if os.environ.get("GPU_SUITE_BANDWIDTH_GBPS")
+                    else []
+                ),
                 "--no-progress",
                 "--out",
                 str(bench_dir),

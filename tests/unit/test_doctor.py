@@ -5,6 +5,7 @@ directory byte-identical."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from safetensors.numpy import save_file
 
 from serve import doctor, memory
 from serve.safetensors_index import scan_model_dir
+from tests.support.engines import newest_cuda_engine
+from tests.support.fake_gpu import detected
 
 TEXT_CONFIG = {
     "num_hidden_layers": 4,
@@ -238,10 +241,84 @@ def test_table_output_and_exit_code_documented(tmp_path: Path, capsys: pytest.Ca
 def test_profile_uses_plan_settings_and_model_description(capsys: pytest.CaptureFixture[str]) -> None:
     """The seed's setup on an RTX 5090 (description files, no GPU needed): 262144 tokens fit one
     request with TurboQuant 4-bit, not max_num_seqs 3 of them at once."""
-    code = doctor.main(["--profile", "qwen3.6-27b-rtx5090", "--engine", "vllm-0.24", "--json"])
+    # vLLM 0.33: on 0.24 MTP on this hybrid model is refused (rule spec-gdn-hybrid-needs-0.28).
+    # --gpu rtx5090: a description (no GPU found here would be an error, and a real one differs).
+    code = doctor.main(
+        ["--profile", "qwen3.6-27b-rtx5090", "--engine", "vllm-0.33", "--gpu", "rtx5090", "--json"]
+    )
     out = json.loads(capsys.readouterr().out)
     fit = next(c for c in out["checks"] if c["name"] == "fit")
     assert fit["severity"] == "warn" and "max_num_seqs 3" in fit["message"]
     assert fit["details"]["kv_cache_dtype"] == "turboquant_4bit_nc"
     assert fit["details"]["max_model_len_one_seq"] == 262144
     assert code == 1
+
+
+# ------------------------------------------------------------------ only what it measured (issue 18)
+# Detection goes through a FAKE NVML (tests/support/fake_nvml): no GPU, or a description's GPU, on any
+# machine. About 1 s for the four.
+
+
+def test_no_gpu_found_is_an_error_naming_the_profiles_assumption_on_its_own_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with detected(None):
+        code = doctor.main(["--profile", "qwen3.6-27b-rtx5090", "--engine", newest_cuda_engine()])
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    gpu = next(ln for ln in lines if ln.startswith("gpu "))
+    assert re.match(r"gpu\s+ERROR\s+no GPU found \(the profile assumes an RTX 5090\)", gpu), gpu
+    assumed = next(ln for ln in lines if ln.startswith("gpu-assumed "))
+    assert re.match(r"gpu-assumed\s+INFO\s+the profile was written for 1 x NVIDIA GeForce RTX 5090", assumed)
+    # every figure derived from the assumed GPU says so
+    fit = next(ln for ln in lines if ln.startswith("fit "))
+    assert "on the assumed RTX 5090 (not seen here)" in fit
+    assert code == 2
+
+    with detected(None):
+        doctor.main(["--profile", "qwen3.6-27b-rtx5090", "--engine", newest_cuda_engine(), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["facts"]["gpu"]["origin"] == "assumed" and "detection" in out["facts"]["gpu"]
+    assert out["facts"]["profile_gpu"]["source"] == "config/gpus/rtx5090.yaml"
+    assert out["facts"]["engine"]["origin"] == "description"
+    assert out["facts"]["model"]["origin"] == "description"
+    assert by_name([doctor.Check(**c) for c in out["checks"]])["gpu"].severity == "error"
+
+
+def test_a_detected_gpu_other_than_the_profiles_is_reported_and_planned_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with detected("h200"):
+        code = doctor.main(["--profile", "qwen3.6-27b-rtx5090", "--engine", newest_cuda_engine(), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in out["checks"]}
+    assert checks["gpu"]["severity"] == "ok"
+    assert checks["gpu"]["message"].startswith(
+        "1 x NVIDIA H200, 140.4 GiB, compute capability 9.0 (detected)"
+    )
+    assert checks["gpu-profile"]["message"].startswith("GPU: planned for the detected NVIDIA H200")
+    assert "no longer applying: graphs-off-sm12x-mtp" in checks["gpu-profile"]["message"]
+    assert (out["facts"]["gpu"]["origin"], out["facts"]["gpu"]["source"]) == ("detected", "nvml")
+    # the fit is the H200's: 0.85 of 140.4 GiB
+    assert checks["fit"]["details"]["budget_bytes"] == pytest.approx(140.4 * memory.GiB * 0.85, rel=0.01)
+    assert code in (0, 1)
+
+
+def test_a_named_gpu_is_info_not_a_measurement(capsys: pytest.CaptureFixture[str]) -> None:
+    with detected(None):
+        doctor.main(
+            ["--profile", "qwen3.6-27b-h100", "--engine", newest_cuda_engine(), "--gpu", "h100", "--json"]
+        )
+    out = json.loads(capsys.readouterr().out)
+    gpu = next(c for c in out["checks"] if c["name"] == "gpu")
+    assert gpu["severity"] == "info" and "named with --gpu: not measured here" in gpu["message"]
+    assert out["facts"]["gpu"]["origin"] == "description"
+
+
+def test_a_cpu_profile_without_a_gpu_needs_none(capsys: pytest.CaptureFixture[str]) -> None:
+    with detected(None):
+        doctor.main(["--profile", "cpu-tiny", "--engine", "vllm-cpu-0.32", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    gpu = next(c for c in out["checks"] if c["name"] == "gpu")
+    assert gpu["severity"] == "info" and "no GPU needed" in gpu["message"]
+    assert out["facts"]["gpu"]["origin"] == "none"
