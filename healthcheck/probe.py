@@ -1,5 +1,6 @@
 """The readiness probe: vLLM's /health, then /v1/models, then a real streamed chat completion with a
-tiny max_tokens whose text must not look degenerate.
+tiny max_tokens whose text must not look degenerate and, where the profile's model can answer, must
+give the known answer (healthcheck.question: the capital of France, ``(?i)\bparis\b``).
 
 /health alone is not enough: it turns 200 before the server answers correctly, and stays 200 while a
 TurboQuant + speculative decoding + CUDA graph engine answers with repeating garbage (vLLM issues
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 
 from healthcheck.bounded_http import ResponseTooLarge, iter_lines_capped, read_capped
+from healthcheck.question import ProbeQuestion
 from serve.detectors import degeneration_reason
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ REASONS: tuple[str, ...] = (
     "malformed_response",  # not the JSON / event stream the OpenAI API promises
     "response_too_large",  # a body past max_response_bytes
     "degenerate_output",  # the completion came back, but empty or repeating
+    "wrong_answer",  # not degenerate, but not the known answer (readiness.expect / --probe-expect)
     "internal_error",  # a bug in the sidecar; logged with a traceback
 )
 
@@ -53,6 +56,7 @@ class ProbeResult:
     ttft_s: float | None = None
     total_s: float = 0.0
     sample: str = ""  # the start of the generated text, for the readiness body
+    answer_check: str = ""  # ProbeQuestion.answer_check of the question asked ("" before the chat)
     finished_at: float = field(default_factory=time.time)
 
     @property
@@ -177,19 +181,15 @@ class Prober:
         deadline_s: float,
         request_timeout_s: float,
         max_response_bytes: int,
-        prompt: str,
-        max_tokens: int,
+        question: Callable[[], ProbeQuestion],
         temperature: float,
-        extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.expected_model = expected_model
         self.deadline_s = deadline_s
         self.max_response_bytes = max_response_bytes
-        self.prompt = prompt
-        self.max_tokens = max_tokens
+        self.question = question  # asked per probe: the plan file may appear or change meanwhile
         self.temperature = temperature
-        self.extra_body = extra_body or {}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # One connection is all a sequential probe needs; the cap makes a leak show up as an error
         # rather than as a growing number of sockets into a frozen server.
@@ -201,13 +201,17 @@ class Prober:
         )
         self._stage = ""
         self._reachable = False
+        self._sample = ""
+        self._answer_check = ""
+        self._model: str | None = None
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def run(self) -> ProbeResult:
         start = time.monotonic()
-        self._stage, self._reachable = "health", False
+        self._stage, self._reachable, self._sample, self._answer_check = "health", False, "", ""
+        self._model = None
         try:
             model, ttft, text = await asyncio.wait_for(self._probe(), self.deadline_s)
         except asyncio.TimeoutError:
@@ -236,6 +240,7 @@ class Prober:
             ttft_s=ttft,
             total_s=time.monotonic() - start,
             sample=text[:200],
+            answer_check=self._answer_check,
         )
 
     def _fail(self, start: float, reason: str, detail: str) -> ProbeResult:
@@ -244,7 +249,10 @@ class Prober:
             detail=detail,
             stage=self._stage,
             engine_reachable=self._reachable,
+            model=self._model,
             total_s=time.monotonic() - start,
+            sample=self._sample,
+            answer_check=self._answer_check,
         )
 
     async def _get(self, path: str) -> tuple[httpx.Response, bytes]:
@@ -272,23 +280,30 @@ class Prober:
             shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
             raise ProbeFailure("model_not_listed", f"/v1/models lists [{shown}], not {wanted!r}")
 
-        self._stage = "chat"
-        ttft, text = await self._chat(wanted)
+        self._stage, self._model = "chat", wanted
+        question = self.question()
+        self._answer_check = question.answer_check
+        ttft, text = await self._chat(wanted, question)
+        self._sample = text[:200]
+        # A loop first: it is the louder fault, and a looping answer may even contain "Paris".
         reason = degeneration_reason(text)
         if reason is not None:
             raise ProbeFailure(
                 "degenerate_output", f"completion looks degenerate: {reason}; text {text[:80]!r}"
             )
+        miss = question.wrong_answer(text)
+        if miss is not None:
+            raise ProbeFailure("wrong_answer", f"{question.prompt!r}: {miss}")
         return wanted, ttft, text
 
-    async def _chat(self, model: str) -> tuple[float | None, str]:
+    async def _chat(self, model: str, question: ProbeQuestion) -> tuple[float | None, str]:
         request = {
             "model": model,
-            "messages": [{"role": "user", "content": self.prompt}],
-            "max_tokens": self.max_tokens,
+            "messages": [{"role": "user", "content": question.prompt}],
+            "max_tokens": question.max_tokens,
             "temperature": self.temperature,
             "stream": True,
-            **self.extra_body,
+            **question.extra_body,
         }
         sent = time.monotonic()
         async with self._client.stream(

@@ -48,11 +48,13 @@ class Readiness:
             return self.last.reason
         return self.last_failure.reason
 
-    def body(self) -> dict[str, Any]:
-        """The /readyz JSON: the verdict first, then enough to act on it."""
+    def body(self, answer_check: str | None = None) -> dict[str, Any]:
+        """The /readyz JSON: the verdict first, then enough to act on it. ``answer_check`` says what
+        "ready" means (``on: PATTERN``, ``off: REASON``: healthcheck.question)."""
         out: dict[str, Any] = {
             "ready": self.ready,
             "reason": self.reason,
+            **({} if answer_check is None else {"answer_check": answer_check}),
             "consecutive_failures": self.consecutive_failures,
             "failure_threshold": self.failure_threshold,
             "probes": self.probes,
@@ -76,6 +78,7 @@ class Readiness:
                 "ttft_s": None if self.last.ttft_s is None else round(self.last.ttft_s, 4),
                 "model": self.last.model,
                 "sample": self.last.sample,
+                "answer_check": self.last.answer_check,
                 "engine_reachable": self.last.engine_reachable,
             }
         return out

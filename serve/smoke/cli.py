@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from serve.errors import KitError
+from serve.profile import compile_answer_pattern
 from serve.smoke.checks import (
     CHECKS,
     CheckResult,
+    FactualQuestion,
     SmokeOptions,
     SuiteReport,
     build_context,
@@ -86,6 +88,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec-acceptance-floor", type=float, default=0.3, help="lowest acceptable draft acceptance"
     )
+    parser.add_argument(
+        "--factual",
+        action="append",
+        metavar="QUESTION=>REGEX",
+        help="a question and the regular expression its answer must match, replacing the factual "
+        "check's defaults (repeatable), e.g. 'What is 2 + 3?=>\\b5\\b'",
+    )
+    parser.add_argument(
+        "--sampling",
+        metavar="JSON",
+        help='sampling fields for the quality checks\' requests, e.g. \'{"temperature": 0.6, "top_p": 0.95}\'',
+    )
+    parser.add_argument(
+        "--tool-choice",
+        choices=("auto", "required", "named"),
+        default="auto",
+        help="tool_round_trip's first call: auto (the model decides), or forced",
+    )
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
@@ -119,13 +139,46 @@ def expectations_from_plan(plan: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_factual(items: list[str]) -> tuple[FactualQuestion, ...]:
+    """``QUESTION=>REGEX`` items as questions; a malformed item or pattern is a KitError."""
+    out = []
+    for item in items:
+        question, sep, pattern = item.partition("=>")
+        if not sep or not question.strip() or not pattern:
+            raise KitError(f"--factual {item!r}: expected QUESTION=>REGEX, e.g. 'What is 2 + 3?=>\\b5\\b'")
+        try:
+            compile_answer_pattern(pattern)
+        except ValueError as exc:
+            raise KitError(f"--factual {item!r}: {pattern!r}: {exc}") from None
+        out.append(FactualQuestion(question.strip(), pattern, pattern))
+    return tuple(out)
+
+
+def parse_sampling(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KitError(
+            f"--sampling {text!r}: not JSON ({exc}); give an object, e.g. '{{\"temperature\": 0.6}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise KitError(f"--sampling {text!r}: must be a JSON object of request fields")
+    return value
+
+
 def options_from_args(args: argparse.Namespace, plan: dict[str, Any] | None) -> SmokeOptions:
     opts = SmokeOptions(
         request_timeout_s=args.timeout,
         quality_max_tokens=args.quality_max_tokens,
         needle_max_tokens=args.needle_max_tokens,
         spec_acceptance_floor=args.spec_acceptance_floor,
+        sampling=parse_sampling(args.sampling),
+        tool_choice=args.tool_choice,
     )
+    if args.factual:
+        opts.factual_questions = parse_factual(args.factual)
     for key, value in expectations_from_plan(plan or {}).items():
         setattr(opts, key, value)
         opts.sources[key] = "plan"

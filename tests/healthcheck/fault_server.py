@@ -2,8 +2,9 @@
 
 A small real HTTP server (standard library, one thread per connection) that speaks just enough of
 vLLM's OpenAI API (/health, /v1/models, streamed /v1/chat/completions, /metrics in vLLM's names) to be
-probed, and that misbehaves on demand: degenerate text, malformed JSON, huge bodies, hangs, slow drips,
-error statuses. The mode can change while it runs (``server.mode = "hang"``), and it counts requests in
+probed, and that misbehaves on demand: degenerate text, a fluent wrong answer, malformed JSON, huge
+bodies, hangs, slow drips, error statuses. Its "model" knows one fact: asked about France, it answers
+Paris (or, in mode wrong_answer, Berlin); anything else gets the primary colors. The mode can change while it runs (``server.mode = "hang"``), and it counts requests in
 flight so tests can prove the sidecar never piles probes onto a stuck server.
 
 Run by hand: ``python tests/healthcheck/fault_server.py --port 18310 --mode degenerate``.
@@ -23,9 +24,12 @@ from typing import Any
 
 MODEL = "fake-model"
 GOOD_TEXT = "Red, yellow and blue are the three primary colors of paint."
+CAPITAL_TEXT = "The capital of France is Paris."
+WRONG_CAPITAL_TEXT = "The capital of France is Berlin."  # fluent, not degenerate, wrong
 MODES = (
     "ok",
     "degenerate",  # the TurboQuant+MTP failure: 200 everywhere, the text loops
+    "wrong_answer",  # fluent text, wrong fact: what only an answer check can catch
     "empty",  # a completion with no text at all
     "health_500",
     "unauthorized",  # wants "Authorization: Bearer <api_key>" on /v1/*
@@ -142,6 +146,14 @@ def _chunk(text: str | None = None, finish: str | None = None) -> bytes:
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def _answer(request: dict[str, Any], mode: str) -> str:
+    messages = request.get("messages") or [{}]
+    asked = str(messages[-1].get("content", ""))
+    if "france" not in asked.lower():
+        return GOOD_TEXT
+    return WRONG_CAPITAL_TEXT if mode == "wrong_answer" else CAPITAL_TEXT
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -264,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, b'{"error": {"message": "EngineCore died", "type": "InternalServerError"}}')
             return
         if not request.get("stream"):
-            msg = {"role": "assistant", "content": GOOD_TEXT}
+            msg = {"role": "assistant", "content": _answer(request, mode)}
             self._send(200, json.dumps({"choices": [{"index": 0, "message": msg}]}).encode())
             return
         self._open_stream()
@@ -281,7 +293,10 @@ class _Handler(BaseHTTPRequestHandler):
                     _chunk("Red") + b'data: {"error": {"message": "engine dead", "code": 500}}\n\n'
                 )
             else:
-                text = {"degenerate": "the the the the the the the the ", "empty": ""}.get(mode, GOOD_TEXT)
+                # The loop holds the right answer: the probe must call it degenerate, not correct.
+                text = {"degenerate": "Paris Paris Paris Paris Paris Paris Paris ", "empty": ""}.get(
+                    mode, _answer(request, mode)
+                )
                 if text:
                     for word in text.split(" "):
                         self.wfile.write(_chunk(word + " "))

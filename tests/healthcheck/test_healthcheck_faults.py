@@ -1,5 +1,6 @@
 """The sidecar against the FAKE vLLM (tests/healthcheck/fault_server.py): every fault gives the right
-not-ready reason, in bounded time and memory, and the sidecar process survives all of them."""
+not-ready reason, in bounded time and memory, and the sidecar process survives all of them. The answer
+check against the real model: tests/healthcheck/test_readiness_real_model.py."""
 
 from __future__ import annotations
 
@@ -11,14 +12,26 @@ import psutil
 import pytest
 
 from healthcheck.probe import Prober, ProbeResult
+from healthcheck.question import ProbeQuestion, compile_expect
 from tests.healthcheck.conftest import free_port, wait_for
 from tests.healthcheck.fault_server import MODEL, FaultServer
 
 CAP = 256 * 1024
+PARIS = ProbeQuestion(
+    prompt="What is the capital of France? Answer with one word.",
+    max_tokens=16,
+    expect=compile_expect(r"(?i)\bparis\b"),
+)
+UNCHECKED = ProbeQuestion(prompt=PARIS.prompt, max_tokens=16, off_reason="random weights")
 
 
 def _probe(
-    url: str, *, api_key: str | None = None, model: str | None = MODEL, deadline: float = 2.0
+    url: str,
+    *,
+    api_key: str | None = None,
+    model: str | None = MODEL,
+    deadline: float = 2.0,
+    question: ProbeQuestion = PARIS,
 ) -> ProbeResult:
     async def go() -> ProbeResult:
         prober = Prober(
@@ -28,8 +41,7 @@ def _probe(
             deadline_s=deadline,
             request_timeout_s=1.0,
             max_response_bytes=CAP,
-            prompt="Name three primary colors.",
-            max_tokens=16,
+            question=lambda: question,
             temperature=0.0,
         )
         try:
@@ -42,7 +54,8 @@ def _probe(
 
 EXPECTED = {
     "ok": "ok",
-    "degenerate": "degenerate_output",
+    "degenerate": "degenerate_output",  # a loop of "Paris": degenerate first, whatever it holds
+    "wrong_answer": "wrong_answer",
     "empty": "degenerate_output",
     "health_500": "health_failed",
     "unauthorized": "unauthorized",
@@ -75,7 +88,32 @@ def test_each_fault_gives_its_reason_in_bounded_time_and_memory(fault_server: Fa
     assert peak < 8 * CAP, f"{mode}: peak {peak} bytes traced"
     if mode == "ok":
         assert result.ttft_s is not None and 0 < result.ttft_s <= result.total_s
-        assert result.sample.startswith("Red, yellow")
+        assert result.sample.startswith("The capital of France is Paris")
+    if mode in ("ok", "wrong_answer", "degenerate"):
+        assert result.answer_check == r"on: (?i)\bparis\b"
+    if mode == "wrong_answer":
+        assert "Berlin" in result.detail and "does not match" in result.detail
+        assert result.sample == "The capital of France is Berlin. "  # shown on /readyz
+
+
+def test_wrong_answer_passes_when_the_check_is_off(fault_server: FaultServer) -> None:
+    fault_server.mode = "wrong_answer"
+    result = _probe(f"http://127.0.0.1:{fault_server.server_port}", question=UNCHECKED)
+    assert result.ok and result.answer_check == "off: random weights", result
+    fault_server.mode = "degenerate"  # the floor stays: a loop fails without an answer check too
+    result = _probe(f"http://127.0.0.1:{fault_server.server_port}", question=UNCHECKED)
+    assert result.reason == "degenerate_output", result
+
+
+def test_question_is_asked_as_configured(fault_server: FaultServer) -> None:
+    # The fake answers by topic: another prompt gets another answer, so the check sees what was asked.
+    colors = ProbeQuestion(
+        prompt="Name three primary colors.", max_tokens=16, expect=compile_expect("(?i)red")
+    )
+    assert _probe(f"http://127.0.0.1:{fault_server.server_port}", question=colors).ok
+    paris_for_colors = ProbeQuestion(prompt=colors.prompt, max_tokens=16, expect=PARIS.expect)
+    result = _probe(f"http://127.0.0.1:{fault_server.server_port}", question=paris_for_colors)
+    assert result.reason == "wrong_answer" and "primary colors" in result.detail
 
 
 def test_api_key_is_sent(fault_server: FaultServer) -> None:
@@ -110,6 +148,7 @@ def test_sidecar_survives_every_fault(sidecar_factory, fault_server: FaultServer
         max_response_bytes=CAP,
         metrics_max_bytes=CAP,
         model=MODEL,
+        probe_expect=r"(?i)\bparis\b",  # no plan file here: the flag turns the answer check on
     )
     sc.wait_ready(True, 15)
     proc = psutil.Process(sc.proc.pid)

@@ -11,8 +11,16 @@ import pytest
 
 from healthcheck.autoheal import RESTART, WAIT_BACKOFF, WAIT_START_PERIOD, AutohealPolicy
 from healthcheck.config import Settings, SettingsError, parse_settings
-from healthcheck.plan_info import PlanFile, plan_labels
-from healthcheck.probe import ChatStream, ProbeFailure, ProbeResult, parse_chat_json, parse_model_ids
+from healthcheck.plan_info import PLAN_LABELS, PlanFile, plan_labels
+from healthcheck.probe import (
+    REASONS,
+    ChatStream,
+    ProbeFailure,
+    ProbeResult,
+    parse_chat_json,
+    parse_model_ids,
+)
+from healthcheck.question import NO_PLAN_OFF_REASON, UNCHECKED_MAX_TOKENS, resolve_question
 from healthcheck.readiness import Readiness
 from healthcheck.vllm_metrics import (
     MetricsParseError,
@@ -323,6 +331,12 @@ def test_settings_from_env_and_flags_flag_wins(tmp_path: Path) -> None:
         (["--autoheal"], {}, "HEALTHCHECK_AUTOHEAL_CONTAINER"),
         (["--probe-extra-body", "[1]"], {}, "JSON object"),
         (["--vllm-url", "localhost:8000"], {}, "http://"),
+        (["--probe-expect", "(?i)(paris"], {}, "--probe-expect / HEALTHCHECK_PROBE_EXPECT .* not a valid"),
+        ([], {"HEALTHCHECK_PROBE_EXPECT": "x*"}, "HEALTHCHECK_PROBE_EXPECT .* matches the empty string"),
+        (["--probe-expect", "p" * 301], {}, "at most 300 characters"),
+        (["--probe-expect", "paris", "--probe-expect-off", "why"], {}, "conflicts with --probe-expect"),
+        (["--probe-expect-off", " "], {}, "must say why"),
+        (["--probe-max-tokens", "0"], {}, "--probe-max-tokens"),
     ],
 )
 def test_settings_errors_name_flag_and_env(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -367,9 +381,19 @@ def test_plan_labels_tolerate_missing_and_extra_keys(tmp_path: Path) -> None:
         "cudagraph_mode": "NONE",
         "vllm_version": "0.24.0",
         "gpu": "NVIDIA GeForce RTX 5090",
+        "gpu_origin": "",  # an older plan: no facts.gpu.origin
+        "answer_check": "off: " + NO_PLAN_OFF_REASON,  # an older plan without a readiness block
     }
+    assumed = {**full, "facts": {"gpu": {"name": "NVIDIA GeForce RTX 5090", "origin": "assumed"}}}
+    assert plan_labels(assumed)["gpu_origin"] == "assumed"
+    assert plan_labels({"facts": {"gpu": {"origin": "none"}}})["gpu_origin"] == "none"
     assert plan_labels({"model": "m"})["served_model_name"] == "m"
-    assert set(plan_labels({}).values()) == {""}
+    assert {k: v for k, v in plan_labels({}).items() if k != "answer_check"} == dict.fromkeys(
+        PLAN_LABELS[:-1], ""
+    )
+    on = plan_labels({**full, "readiness": {"expect": "(?i)\\bparis\\b"}})["answer_check"]
+    off = plan_labels({**full, "readiness": {"expect": None, "off_reason": "random weights"}})
+    assert (on, off["answer_check"]) == ("on: (?i)\\bparis\\b", "off: random weights")
 
     path = tmp_path / "plan.json"
     pf = PlanFile(path)
@@ -381,6 +405,74 @@ def test_plan_labels_tolerate_missing_and_extra_keys(tmp_path: Path) -> None:
     path.write_text("{ truncated")  # a torn write: keep the last good reading
     pf.refresh()
     assert pf.labels is not None and pf.labels["profile"] == "qwen3.6-27b-rtx5090"
+
+
+# --- the probe's question and answer check ------------------------------------------------------
+_NO_FLAGS = {"prompt": None, "max_tokens": None, "extra_body": None, "expect": None, "expect_off": None}
+_QWEN_BLOCK = {
+    "prompt": "What is the capital of France? Answer with one word.",
+    "expect": "(?i)\\bparis\\b",
+    "off_reason": None,
+    "max_tokens": 16,
+    "extra_body": {"chat_template_kwargs": {"enable_thinking": False}},
+}
+
+
+def test_question_comes_from_the_plan_block() -> None:
+    q = resolve_question(**_NO_FLAGS, plan_block=_QWEN_BLOCK)
+    assert (q.prompt, q.max_tokens, q.extra_body, q.source) == (
+        _QWEN_BLOCK["prompt"],
+        16,
+        {"chat_template_kwargs": {"enable_thinking": False}},
+        "plan",
+    )
+    assert q.answer_check == "on: (?i)\\bparis\\b"
+    assert q.wrong_answer("The capital of France is Paris.") is None
+    assert q.wrong_answer("<think>France... Paris</think>") is None  # reasoning counts too
+    assert "does not match" in (q.wrong_answer("The capital of France is Berlin.") or "")
+    assert q.wrong_answer("Parisian cafés") is not None  # \b: the word, not a prefix of another
+
+
+def test_flags_override_the_plan_and_can_turn_the_check_off() -> None:
+    flags = {**_NO_FLAGS, "expect": "(?i)berlin", "prompt": "Capital of Germany?", "max_tokens": 8}
+    q = resolve_question(**flags, plan_block=_QWEN_BLOCK)
+    assert (q.prompt, q.max_tokens, q.source, q.answer_check) == (
+        "Capital of Germany?",
+        8,
+        "flag",
+        "on: (?i)berlin",
+    )
+    assert q.extra_body == _QWEN_BLOCK["extra_body"]  # not overridden: still the plan's
+    off = resolve_question(**{**_NO_FLAGS, "expect_off": "testing"}, plan_block=_QWEN_BLOCK)
+    assert off.expect is None and off.answer_check == "off: testing"
+    assert off.wrong_answer("anything at all") is None
+    replaced = resolve_question(**{**_NO_FLAGS, "extra_body": {}}, plan_block=_QWEN_BLOCK)
+    assert replaced.extra_body == {}
+
+
+def test_random_weight_plans_say_why_the_check_is_off() -> None:
+    block = {"expect": None, "off_reason": "random weights: the tiny generated model cannot answer"}
+    q = resolve_question(**_NO_FLAGS, plan_block=block)
+    assert q.answer_check == "off: random weights: the tiny generated model cannot answer"
+    assert q.source == "plan" and q.max_tokens == 16  # the layer's default; cpu-tiny sets 32
+
+
+def test_no_plan_or_a_bad_plan_block_leaves_the_answer_unchecked_and_says_so() -> None:
+    none = resolve_question(**_NO_FLAGS, plan_block=None)
+    assert none.answer_check == "off: " + NO_PLAN_OFF_REASON and none.max_tokens == UNCHECKED_MAX_TOKENS
+    assert none.prompt.startswith("What is the capital of France")  # the schema's default question
+    bad = resolve_question(**_NO_FLAGS, plan_block={"expect": "(paris"})
+    assert bad.expect is None and "plan.json readiness.expect is invalid" in bad.answer_check
+    assert "not a valid Python regular expression" in bad.answer_check
+    assert "not an object" in resolve_question(**_NO_FLAGS, plan_block=[1]).answer_check
+    flagged = resolve_question(**{**_NO_FLAGS, "expect": "(?i)paris"}, plan_block={"expect": "(paris"})
+    assert flagged.answer_check == "on: (?i)paris"  # an explicit flag still wins
+
+
+def test_wrong_answer_is_a_reason_of_its_own() -> None:
+    assert "wrong_answer" in REASONS and REASONS.index("wrong_answer") > REASONS.index("degenerate_output")
+    body = Readiness(1).body(answer_check="off: random weights")
+    assert list(body)[:3] == ["ready", "reason", "answer_check"]
 
 
 def test_nan_is_not_a_reading() -> None:
@@ -413,6 +505,7 @@ def test_routes_before_the_loops_run() -> None:
     r = asyncio.run(go())
     assert r["livez"].status_code == 500  # no probe loop running: state would be stale, so not alive
     assert r["readyz"].status_code == 503 and r["readyz"].json()["reason"] == "not_probed_yet"
+    assert r["readyz"].json()["answer_check"] == "off: " + NO_PLAN_OFF_REASON  # no plan, no flag
     assert r["readyz"].headers["cache-control"] == "no-store"
     assert r["metrics"].status_code == 200 and "healthcheck_ready 0.0" in r["metrics"].text
     assert "_created" not in r["metrics"].text
