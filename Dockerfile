@@ -1,11 +1,15 @@
 # The kit's image: vLLM plus this project, whose launcher plans the flags, writes plan.json and execs
 # vLLM. One Dockerfile for both flavors:
-#   GPU (default): the pinned vLLM OpenAI-server image. v0.24.0 is built for CUDA 13.0 with sm_120 in its
-#     arch list (vLLM's default CUDA since v0.20, vLLM PR 39878), so it runs on RTX 5090 / RTX PRO 6000;
-#     CUDA 13 needs an NVIDIA driver >= 580 (older drivers: BASE_IMAGE=vllm/vllm-openai:v0.24.0-cu129).
+#   GPU (default): the pinned vLLM OpenAI-server image, v0.33.0: the newest release the kit is proven on
+#     (docs/gpu.md: the launcher's plans served on an H200 with the 0.33.0 wheel, 2026-12-01), and past the
+#     fixes for silent wrong output on Qwen3.5/3.6 with MTP (PR 51812 in 0.28, PR 51113 in 0.27; on older
+#     engines the launcher refuses MTP on this model). Built for CUDA 13 (torch 2.14.0+cu130) with sm_120 in
+#     its arch list (vLLM's default CUDA since v0.20, PR 39878); CUDA 13 needs an NVIDIA driver >= 580.
+#     vLLM published -cu129 variants for older drivers (v0.24.0-cu129); whether v0.33.0 has one was not
+#     checked here (no registry). v0.24.0 still works for profiles without speculative decoding.
 #   CPU (no GPU, CI): --build-arg BASE_IMAGE=qwen-kit/vllm-cpu:0.32.0, made by docker/build-cpu-base.sh
 #     without any registry.
-ARG BASE_IMAGE=vllm/vllm-openai:v0.24.0
+ARG BASE_IMAGE=vllm/vllm-openai:v0.33.0
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

@@ -287,7 +287,10 @@ def check_one(run: dict[str, Any], out: Path) -> dict[str, Any]:
         ln for ln in sidecar_metrics.splitlines() if ln.startswith("healthcheck_gpu") or "gpu_info" in ln
     ]
     result["sidecar_gpu_series"] = gpu_lines[:8]
-    result["sidecar_sees_h100"] = any("H100" in ln for ln in gpu_lines)
+    # The GPU NVML reports (the plan's detected facts) must be the one the sidecar's telemetry names; the
+    # 2026-12-01 run printed "False" here on an H200 because this compared against "H100".
+    gpu_name = str(((plan.get("facts") or {}).get("gpu") or {}).get("name") or "?")
+    result["sidecar_sees_gpu"] = any(f'name="{gpu_name}"' in ln for ln in gpu_lines)
     result["sidecar_ready"] = http(f"http://127.0.0.1:{run['sidecar_port']}/readyz")[0] == 200
     result["spec_counters_seen"] = bool(drafts) if config.expect_spec else drafts in (None, 0.0)
     return result
@@ -363,7 +366,7 @@ def write_report(out: Path, kind: str, results: list[dict[str, Any]]) -> None:
     if kind == "plumbing":
         lines += [
             "| configuration | came up (s to ready) | KV dtype | CUDA graphs | smoke plumbing | spec counters "
-            "(draft/accepted) | sidecar sees H100 |",
+            "(draft/accepted) | sidecar names the GPU |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in results:
@@ -373,7 +376,7 @@ def write_report(out: Path, kind: str, results: list[dict[str, Any]]) -> None:
             spec = f"{r.get('vllm_spec_draft_tokens')}/{r.get('vllm_spec_accepted_tokens')}"
             lines.append(
                 f"| {r['what']} | yes ({r['ready_s']}) | {r.get('kv_cache_dtype')} | {r.get('cudagraph_mode')} | "
-                f"{'pass' if r.get('smoke_pass') else 'FAIL'} | {spec} | {r.get('sidecar_sees_h100')} |"
+                f"{'pass' if r.get('smoke_pass') else 'FAIL'} | {spec} | {r.get('sidecar_sees_gpu')} |"
             )
     else:
         lines += [
