@@ -280,6 +280,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-prune", action="store_true", help="keep device code for every GPU architecture")
     ap.add_argument("--check-only", action="store_true", help="download and check pins, build nothing")
+    ap.add_argument(
+        "--with",
+        dest="optional",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also carry the spec's [optional.NAME] paths (0.33.0: fa2, for TurboQuant); goes to bundle/vllm-VERSION-NAME",
+    )
     args = ap.parse_args()
 
     spec_path = HERE / f"vllm-{args.vllm}.toml"
@@ -295,7 +303,12 @@ def main() -> None:
             die(f"{spec_path}: wheels.{name} needs version and why")
     if shutil.which("zstd") is None:
         die("zstd is not installed here (Debian: apt-get install zstd)")
-    out = args.out or REPO / "bundle" / f"vllm-{args.vllm}"
+    optional: dict[str, dict] = spec.get("optional", {})
+    for name in args.optional:
+        if name not in optional:
+            die(f"{spec_path}: no [optional.{name}]; there are: {', '.join(optional) or 'none'}")
+    suffix = "".join(f"-{n}" for n in sorted(set(args.optional)))
+    out = args.out or REPO / "bundle" / f"vllm-{args.vllm}{suffix}"
     work = args.work or Path("/tmp") / f"kit-bundle-build-{args.vllm}"
     t0 = time.time()
 
@@ -317,7 +330,8 @@ def main() -> None:
             unpacked_by_wheel[name] = sum(i.file_size for i in z.infolist())
 
     print("[3/6] drop unused paths", flush=True)
-    dropped = drop_paths(site, spec.get("drop", []))
+    left_optional = [p for n, o in optional.items() if n not in args.optional for p in o["paths"]]
+    dropped = drop_paths(site, [*spec.get("drop", []), *left_optional])
     pruned: list[dict] = []
     if not args.no_prune:
         print(f"[4/6] prune CUDA fat binaries to sm_{sm}", flush=True)
@@ -348,6 +362,8 @@ def main() -> None:
         "env": spec.get("env", {}),
         "prepend_ld_library_path": spec.get("prepend_ld_library_path", []),
         "left_out": spec.get("left_out", {}),
+        "optional_carried": {n: optional[n]["why"] for n in sorted(set(args.optional))},
+        "optional_left_out": {n: o["why"] for n, o in optional.items() if n not in args.optional},
     }
     (site / "KIT-BUNDLE.json").write_text(json.dumps(info, indent=1) + "\n")
 
@@ -377,7 +393,7 @@ def main() -> None:
     shutil.rmtree(flat, ignore_errors=True)
     with open(stream, "rb") as fh:
         parts = bundlelib.split_stream(fh, flat, part_size, first)
-    bundle_id = f"vllm-{args.vllm}-{'all' if args.no_prune else f'sm{sm}'}-{stream_sha[:12]}"
+    bundle_id = f"vllm-{args.vllm}{suffix}-{'all' if args.no_prune else f'sm{sm}'}-{stream_sha[:12]}"
     manifest = bundlelib.Manifest(
         bundle=bundle_id,
         stream_sha256=stream_sha,
