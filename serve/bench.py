@@ -374,6 +374,18 @@ def merge_sets(common: Sequence[str], side: Sequence[str]) -> list[str]:
     return [kv for kv in common if kv.split("=", 1)[0].strip() not in side_keys] + list(side)
 
 
+def add_set_arguments(group: Any, both_help: str, side_a: str, side_b: str) -> None:
+    """--set for both launched sides and --set-a/--set-b for one, as ``merge_sets`` combines them
+    (bench --ab and parity)."""
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=both_help)
+    group.add_argument(
+        "--set-a", action="append", default=[], metavar="KEY=VALUE", help=f"override for {side_a} only"
+    )
+    group.add_argument(
+        "--set-b", action="append", default=[], metavar="KEY=VALUE", help=f"override for {side_b} only"
+    )
+
+
 def _port_open(url: str) -> bool:
     parsed = urlparse(url)
     try:
@@ -639,19 +651,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-progress", dest="progress", action="store_false", help="no progress bar on stderr"
     )
     ab = parser.add_argument_group("A/B")
-    ab.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="profile override for both launches (repeatable)",
-    )
-    ab.add_argument(
-        "--set-a", action="append", default=[], metavar="KEY=VALUE", help="override for profile A only"
-    )
-    ab.add_argument(
-        "--set-b", action="append", default=[], metavar="KEY=VALUE", help="override for profile B only"
-    )
+    add_set_arguments(ab, "profile override for both launches (repeatable)", "profile A", "profile B")
     ab.add_argument(
         "--ready-timeout",
         type=float,

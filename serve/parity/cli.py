@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from serve import atomic
-from serve.bench import LaunchedServer, launch_argv, merge_sets
+from serve.bench import LaunchedServer, add_set_arguments, launch_argv, merge_sets
 from serve.bench_client import Endpoint, normalize_base_url
 from serve.bench_stats import SpecDecodeStats
 from serve.errors import KitError
@@ -111,19 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--ab", nargs=2, metavar=("PROFILE_A", "PROFILE_B"), help="launch A and B from two profiles"
     )
-    target.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override for both launches (repeatable)",
-    )
-    target.add_argument(
-        "--set-a", action="append", default=[], metavar="KEY=VALUE", help="override for A only"
-    )
-    target.add_argument(
-        "--set-b", action="append", default=[], metavar="KEY=VALUE", help="override for B only"
-    )
+    add_set_arguments(target, "override for both launches (repeatable)", "A", "B")
     parser.add_argument(
         "--prompts",
         metavar="FILE",
