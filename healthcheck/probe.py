@@ -24,7 +24,7 @@ import httpx
 
 from healthcheck.bounded_http import ResponseTooLarge, iter_lines_capped, read_capped
 from healthcheck.question import ProbeQuestion
-from serve.detectors import degeneration_reason
+from serve.launch.detectors import degeneration_reason
 
 log = logging.getLogger(__name__)
 

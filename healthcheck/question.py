@@ -7,7 +7,7 @@ show (``answer_check: "off: random weights ..."``); the degeneration check appli
 
 Each field comes from, in order: the sidecar's flag or environment variable (``--probe-expect``,
 ``--probe-expect-off``, ``--probe-prompt``, ``--probe-max-tokens``, ``--probe-extra-body``), then the
-``readiness`` block of plan.json (the profile's readiness layer, serve/profile.py), then the defaults
+``readiness`` block of plan.json (the profile's readiness layer, serve/launch/profile.py), then the defaults
 of that layer. Without a readiness block and without ``--probe-expect`` the answer is not checked: the
 sidecar does not know which model it watches, and says so.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve.profile import ReadinessLayer
+from serve.launch.profile import ReadinessLayer
 
 # max_tokens when the answer is not checked: the shared loop detector judges texts of 24+ characters
 # only, and a looping 1-character token must reach that.

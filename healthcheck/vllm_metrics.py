@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.spec_decode import acceptance
+from serve.launch.spec_decode import acceptance
 
 _SPEC = "vllm:spec_decode_"
 _WANTED_PREFIXES = (

@@ -45,7 +45,7 @@ wait_http() {  # url seconds what
 
 make_model() {  # profile -> model dir on stdout (the profile's model.path), made if missing
   local dir
-  dir=$("$PY" -c 'import sys; from serve.layering import load_profile
+  dir=$("$PY" -c 'import sys; from serve.launch.layering import load_profile
 print(load_profile(sys.argv[1]).profile.model.path or "")' "$1")
   [[ -n "$dir" ]] || { echo "profile $1 has no model.path: the demo needs local weights" >&2; return 2; }
   case "$1" in

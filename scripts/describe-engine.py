@@ -35,7 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from serve import atomic
-from serve.probes import describe_vllm_source, probe_engine
+from serve.launch.probes import describe_vllm_source, probe_engine
 
 FA2_LIBRARY = "vllm/vllm_flash_attn/_vllm_fa2_C*.so"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serve import config_files, probes, target_gpu
 from serve.errors import KitError
-from serve.layering import LoadedProfile, load_profile
-from serve.plan import plan
+from serve.launch import config_files, probes, target_gpu
+from serve.launch.layering import LoadedProfile, load_profile
+from serve.launch.plan import plan
 from tests.support.engines import newest_cuda_engine
 from tests.support.fake_gpu import detected
 

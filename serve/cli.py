@@ -17,12 +17,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("serve.commands.launch", "plan, validate with vLLM's own parser, write plan.json, exec vLLM"),
     "profiles": ("serve.commands.profiles", "list shipped profiles, GPUs and engines"),
     "docs": ("serve.commands.docs", "regenerate the profile reference (docs/profile-reference.md)"),
-    "tiny-model": ("serve.tiny_model", "write a tiny random-weight model vLLM can load (tests, CPU demo)"),
+    "tiny-model": (
+        "serve.checkpoint.tiny_model",
+        "write a tiny random-weight model vLLM can load (tests, CPU demo)",
+    ),
     "smoke": ("serve.smoke.cli", "run the OpenAI-client smoke suite against a live endpoint"),
-    "fix-mtp": ("serve.fix_mtp", "dequantize a quantized mtp.fc so vLLM's MTP drafter loads it"),
-    "doctor": ("serve.doctor", "check GPU, engine, model directory and memory fit before loading"),
-    "bench": ("serve.bench", "throughput table, concurrency sweep, roofline and A/B of profiles"),
-    "synth-model": ("serve.synth_model", "write a shape-exact random Qwen3.6-27B INT4 AutoRound checkpoint"),
+    "fix-mtp": ("serve.checkpoint.fix_mtp", "dequantize a quantized mtp.fc so vLLM's MTP drafter loads it"),
+    "doctor": ("serve.doctor.cli", "check GPU, engine, model directory and memory fit before loading"),
+    "bench": ("serve.bench.cli", "throughput table, concurrency sweep, roofline and A/B of profiles"),
+    "synth-model": (
+        "serve.checkpoint.synth_model",
+        "write a shape-exact random Qwen3.6-27B INT4 AutoRound checkpoint",
+    ),
     "parity": (
         "serve.parity.cli",
         "greedy token-id parity of two configurations (spec decoding on/off, KV dtypes)",

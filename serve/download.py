@@ -143,7 +143,7 @@ def ensure_model(
 
 def _model_from_profile(profile: str, sets: list[str]) -> tuple[str | None, str | None]:
     """(repo id, revision) to download for the profile, or (None, reason) when nothing is to be."""
-    from serve.layering import load_profile
+    from serve.launch.layering import load_profile
 
     model = load_profile(profile, sets).profile.model
     if model.path:

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Factory: tiny_models(arch="qwen3", **options) -> model dir, made once per session per options."""
-    from serve.tiny_model import make_tiny_model
+    from serve.checkpoint.tiny_model import make_tiny_model
 
     base = tmp_path_factory.mktemp("tiny-models")
     made: dict[tuple, Path] = {}

@@ -56,7 +56,7 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 BUILDER_VERSION = 1  # bump when the files written change, so cached fixtures are rebuilt
 MARKER = "real-model.json"
 # float32: the dequantized Q4_1 values kept exactly (bf16 would round them), and what the CPU build
-# computes in anyway (rule cpu-eager-fp32 in serve/rules.py). docs/real-model.md has the measurements.
+# computes in anyway (rule cpu-eager-fp32 in serve/launch/rules.py). docs/real-model.md has the measurements.
 SAVED_DTYPE = "float32"
 CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
 

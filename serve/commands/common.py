@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from serve import config_files, probes, target_gpu
-from serve.layering import LoadedProfile, load_profile
-from serve.plan import Plan
+from serve.launch import config_files, probes, target_gpu
+from serve.launch.layering import LoadedProfile, load_profile
+from serve.launch.plan import Plan
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:

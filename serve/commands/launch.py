@@ -12,8 +12,8 @@ from pathlib import Path
 from serve import atomic
 from serve.commands.common import add_plan_arguments, build_plan
 from serve.errors import KitError
-from serve.render import command_line, decision_table, plan_document, render_argv
-from serve.validate import validate_argv
+from serve.launch.render import command_line, decision_table, plan_document, render_argv
+from serve.launch.validate import validate_argv
 
 DEFAULT_PLAN_FILE = "run/plan.json"
 

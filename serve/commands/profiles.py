@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from serve import config_files
+from serve.launch import config_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from serve.commands.common import add_plan_arguments, build_plan
-from serve.render import command_line, decision_table, plan_document, render_argv
+from serve.launch.render import command_line, decision_table, plan_document, render_argv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

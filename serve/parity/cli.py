@@ -32,11 +32,11 @@ from typing import Any
 import httpx
 
 from serve import atomic
-from serve.bench import LaunchedServer, add_set_arguments, launch_argv, merge_sets
-from serve.bench_client import Endpoint, normalize_base_url
-from serve.bench_stats import SpecDecodeStats
+from serve.bench.cli import LaunchedServer, add_set_arguments, launch_argv, merge_sets
+from serve.bench.client import Endpoint, normalize_base_url
+from serve.bench.stats import SpecDecodeStats
 from serve.errors import KitError
-from serve.layering import load_profile
+from serve.launch.layering import load_profile
 from serve.parity.client import Generation, ParityClient, resolve_model, scrape_counters, spec_decode_over
 from serve.parity.compare import DEFAULT_THRESHOLD, ParityResult, check_threshold, compare, table
 from serve.parity.prompts import BUILTIN_PROMPTS, load_prompts

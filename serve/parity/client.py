@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import httpx
 
-from serve.bench_client import Endpoint
-from serve.bench_stats import (
+from serve.bench.client import Endpoint
+from serve.bench.stats import (
     GENERATION_TOKENS,
     CounterReset,
     CounterSnapshot,

@@ -29,9 +29,9 @@ import openai
 from openai.types import CompletionUsage
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.detectors import degeneration_reason
 from serve.errors import KitError
-from serve.spec_decode import acceptance
+from serve.launch.detectors import degeneration_reason
+from serve.launch.spec_decode import acceptance
 
 Status = Literal["pass", "fail", "skip"]
 REPORT_SCHEMA_VERSION = 1

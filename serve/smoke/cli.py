@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.errors import KitError
-from serve.profile import compile_answer_pattern
+from serve.launch.profile import compile_answer_pattern
 from serve.smoke.checks import (
     CHECKS,
     CheckResult,

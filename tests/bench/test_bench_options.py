@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from serve import bench
-from serve.bench_stats import RowSpec
+from serve.bench import cli as bench
+from serve.bench.stats import RowSpec
 from serve.errors import KitError
 
 

@@ -9,8 +9,8 @@ import json
 import httpx
 import pytest
 
-from serve.bench_client import Endpoint, chat_body, normalize_base_url, scrape_counters, stream_chat
-from serve.bench_stats import GENERATION_TOKENS, counter_total
+from serve.bench.client import Endpoint, chat_body, normalize_base_url, scrape_counters, stream_chat
+from serve.bench.stats import GENERATION_TOKENS, counter_total
 from serve.errors import KitError
 
 EP = Endpoint(base_url="http://bench.test", model="tiny", api_key="k")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serve import bench_report as report
-from serve.bench_stats import RequestSample, RowSpec, StreamEvent, ab_rows, summarize_row
+from serve.bench import report
+from serve.bench.stats import RequestSample, RowSpec, StreamEvent, ab_rows, summarize_row
 
 
 def _row(
@@ -63,7 +63,7 @@ def test_single_stream_table_has_the_seeds_columns_first_and_one_row_per_prompt(
 
 
 def test_roofline_and_acceptance_cells():
-    from serve.bench_stats import SPEC_ACCEPTED, SPEC_ACCEPTED_PER_POS, SPEC_DRAFT_TOKENS, SPEC_DRAFTS
+    from serve.bench.stats import SPEC_ACCEPTED, SPEC_ACCEPTED_PER_POS, SPEC_DRAFT_TOKENS, SPEC_DRAFTS
 
     delta = {
         SPEC_DRAFTS: {frozenset(): 100.0},

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from serve import memory
-from serve.bench_roofline import roofline_from_plan, shape_from_facts
+from serve.bench.roofline import roofline_from_plan, shape_from_facts
+from serve.launch import memory
 
-# facts.model as serve.facts.ModelFacts dumps it for Qwen3.6-27B INT4 AutoRound
+# facts.model as serve.launch.facts.ModelFacts dumps it for Qwen3.6-27B INT4 AutoRound
 QWEN36_FACTS = {
     "architecture": "Qwen3_5ForConditionalGeneration",
     "model_type": "qwen3_5",

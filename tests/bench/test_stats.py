@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.bench_stats import (
+from serve.bench.stats import (
     GENERATION_TOKENS,
     SPEC_ACCEPTED,
     SPEC_ACCEPTED_PER_POS,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from serve import memory
+from serve.launch import memory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -97,7 +97,7 @@ def run_probe(model: Path, tmp: Path, *flags: str) -> tuple[dict[str, Any] | Non
 def constant_token(model: Path) -> int:
     from tokenizers import Tokenizer
 
-    from serve.tiny_model import CONSTANT_TEXT
+    from serve.checkpoint.tiny_model import CONSTANT_TEXT
 
     return Tokenizer.from_file(str(model / "tokenizer.json")).token_to_id(CONSTANT_TEXT)
 
@@ -145,7 +145,7 @@ def test_mtp_sampling_is_broken_on_the_cpu_build(hybrid_probe) -> None:
 def test_int4_quantized_mtp_fc_is_refused_then_fixed_by_fix_mtp(vllm_cpu, tiny_models, tmp_path) -> None:
     """The broken export (mtp.fc as qweight/qzeros/scales): vLLM 0.32 refuses to start the drafter. After
     fix-mtp it loads mtp.fc.weight, and the INT4 main model + INT4 MTP layer accept drafts."""
-    from serve.fix_mtp import fix_mtp
+    from serve.checkpoint.fix_mtp import fix_mtp
 
     shared = tiny_models("qwen3_5", int4=True, quantized_mtp_fc=True, agreeing_mtp=True)
     model = tmp_path / "broken"  # a copy: fix-mtp rewrites it, other tests may use the shared one

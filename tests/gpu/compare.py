@@ -271,7 +271,7 @@ def int4_kernels(work: Path, name: str) -> list[str]:
 
 
 def ceiling(work: Path, state: dict[str, Any]) -> dict[str, Any] | None:
-    from serve.bench_roofline import roofline_from_plan
+    from serve.bench.roofline import roofline_from_plan
 
     plan_file = work / "kit-nospec.plan.json"
     if not plan_file.exists():

@@ -251,9 +251,9 @@ def test_non_streamed_completion_and_models() -> None:
     ],
 )
 def test_degenerate_detection_through_the_shared_detector(text: str, degenerate: bool) -> None:
-    # The probe uses serve.detectors (shared with the smoke suite); this pins the texts the sidecar
+    # The probe uses serve.launch.detectors (shared with the smoke suite); this pins the texts the sidecar
     # must tell apart at its tiny max_tokens.
-    from serve.detectors import degeneration_reason
+    from serve.launch.detectors import degeneration_reason
 
     assert (degeneration_reason(text) is not None) is degenerate
 

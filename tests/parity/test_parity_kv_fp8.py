@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.probes import _cpu_has_fp8_kv
+from serve.launch.probes import _cpu_has_fp8_kv
 from tests.parity.conftest import FACT_PROMPTS, prompts_file, run_parity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.detectors import DETECTORS, degeneration_reason, looks_degenerate
+from serve.launch.detectors import DETECTORS, degeneration_reason, looks_degenerate
 
 SAMPLES = json.loads((Path(__file__).parent / "data" / "detector_samples.json").read_text())
 GOOD = {s["id"]: s for s in SAMPLES["good"]}

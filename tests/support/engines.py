@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from serve import config_files, probes
+from serve.launch import config_files, probes
 
 
 def newest_cuda_engine() -> str:

@@ -1,5 +1,5 @@
 """Detection of a GPU that is not there, through the FAKE NVML in ``fake_nvml/pynvml.py`` (a test double
-named as such): the launcher's own probe (``serve.probes.probe_gpu``) runs unchanged and sees the GPU of
+named as such): the launcher's own probe (``serve.launch.probes.probe_gpu``) runs unchanged and sees the GPU of
 a description file, or no GPU at all. Nothing in ``serve/`` knows about it.
 
 In-process: ``with detected("h200"): ...`` (``None``: NVML finds no driver, on any machine). For a

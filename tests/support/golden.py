@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 
-from serve import config_files, probes
 from serve.errors import KitError
-from serve.layering import load_profile
-from serve.plan import plan
-from serve.render import command_line, render_argv
+from serve.launch import config_files, probes
+from serve.launch.layering import load_profile
+from serve.launch.plan import plan
+from serve.launch.render import command_line, render_argv
 
 GPUS = [*config_files.shipped("gpus"), "none"]
 # Engines whose renders would repeat another engine's line for line, left out of the golden files to keep

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from serve import autoround
+from serve.checkpoint import autoround
 
 RNG = np.random.default_rng(1234)
 

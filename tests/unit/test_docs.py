@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from serve.commands.docs import reference_markdown
-from serve.profile import field_paths
-from serve.rules import RULES
+from serve.launch.profile import field_paths
+from serve.launch.rules import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def test_every_key_and_rule_is_documented():
 
 
 def test_every_field_has_a_docstring():
-    from serve.profile import Profile, _submodel
+    from serve.launch.profile import Profile, _submodel
 
     def walk(model, prefix=""):
         for name, info in model.model_fields.items():

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from serve import doctor, memory
-from serve.safetensors_index import scan_model_dir
+from serve.checkpoint.safetensors_index import scan_model_dir
+from serve.doctor import cli as doctor
+from serve.launch import memory
 from tests.support.engines import newest_cuda_engine
 from tests.support.fake_gpu import detected
 

@@ -15,7 +15,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from serve import autoround, fix_mtp
+from serve.checkpoint import autoround, fix_mtp
 from serve.errors import KitError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve import config_files
+from serve.launch import config_files
 from tests.support.golden import GPUS, RENDERS_AS, golden_text, outcome
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from serve import config_files, memory, probes, target_gpu
 from serve.errors import FactsError, KitError, Refusal
-from serve.facts import EngineFacts
-from serve.layering import LoadedProfile, load_profile
-from serve.plan import Plan, plan
-from serve.profile_choice import fitting_profiles, gpu_distance
-from serve.render import plan_document
+from serve.launch import config_files, memory, probes, target_gpu
+from serve.launch.facts import EngineFacts
+from serve.launch.layering import LoadedProfile, load_profile
+from serve.launch.plan import Plan, plan
+from serve.launch.profile_choice import fitting_profiles, gpu_distance
+from serve.launch.render import plan_document
 from tests.support.engines import newest_cuda_engine
 from tests.support.fake_gpu import REPO, detected, subprocess_env
 

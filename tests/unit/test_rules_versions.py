@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from serve import config_files, probes
 from serve.errors import KitError, Refusal
-from serve.facts import EngineFacts
-from serve.layering import load_profile
-from serve.plan import Plan, plan
-from serve.render import render_argv
+from serve.launch import config_files, probes
+from serve.launch.facts import EngineFacts
+from serve.launch.layering import load_profile
+from serve.launch.plan import Plan, plan
+from serve.launch.render import render_argv
 from tests.support.require import need_vllm
 
 SEED = "qwen3.6-27b-rtx5090"
@@ -219,7 +219,7 @@ def test_an_engine_whose_turboquant_builder_is_unknown_gets_graphs_off():
 
 
 def test_sm12x_mtp_rule_covers_every_version_and_says_they_are_unknown():
-    from serve.rules import RULES
+    from serve.launch.rules import RULES
 
     rule = next(r for r in RULES if r.id == "graphs-off-sm12x-mtp")
     assert "unknown" in rule.engines and "unknown" in rule.reason
@@ -265,7 +265,7 @@ def test_no_marlin_above_four_sequences_or_off_hopper():
 
 
 def test_every_rule_says_which_engines_it_covers():
-    from serve.rules import RULES, rule_table_markdown
+    from serve.launch.rules import RULES, rule_table_markdown
 
     vague = [r.id for r in RULES if r.engines.strip() in ("", "all")]
     assert not vague, f"rules without their engine coverage: {vague}"

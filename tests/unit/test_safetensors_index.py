@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from serve.safetensors_index import SafetensorsError, read_header, scan_model_dir, tensor_role
+from serve.checkpoint.safetensors_index import SafetensorsError, read_header, scan_model_dir, tensor_role
 
 
 def snapshot(d: Path) -> dict[str, bytes]:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serve import autoround
-from serve import synth_model as sm
+from serve.checkpoint import autoround
+from serve.checkpoint import synth_model as sm
+from serve.checkpoint.safetensors_index import read_header, scan_model_dir
 from serve.errors import KitError
-from serve.safetensors_index import read_header, scan_model_dir
 from tests.support.probe_script import run_probe_script
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve import autoround, tiny_model
+from serve.checkpoint import autoround, tiny_model
 from serve.errors import KitError
 
 torch = pytest.importorskip("torch")

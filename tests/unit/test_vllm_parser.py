@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from serve import config_files
 from serve.errors import ValidationFailed
+from serve.launch import config_files
 from tests.support.golden import GPUS, outcome
 from tests.support.require import need_vllm
 
@@ -31,8 +31,8 @@ def _all_argvs(engines):
 @pytest.fixture(scope="module")
 def validate():
     need_vllm()
-    from serve import probes
-    from serve.validate import validate_argv
+    from serve.launch import probes
+    from serve.launch.validate import validate_argv
 
     # The parser is the installed vLLM's; give it the environment the plan would give it here.
     engine = probes.probe_engine()
@@ -43,8 +43,8 @@ def validate():
 @pytest.fixture(scope="module")
 def validate_all():
     need_vllm()
-    from serve import probes
-    from serve.validate import validate_many
+    from serve.launch import probes
+    from serve.launch.validate import validate_many
 
     engine = probes.probe_engine()
     env = {"VLLM_TARGET_DEVICE": "cpu"} if engine.device == "cpu" else {}
@@ -67,7 +67,7 @@ def test_every_rendered_value_is_one_the_rendering_engine_lists():
     rendering engine's own description holds (read from its wheel): KV dtype, speculative method,
     linear backend, CUDA-graph mode. (Every flag the kit renders is in the argument code of the 0.24,
     0.28, 0.32 and 0.33 wheels; --linear-backend is not in 0.19.1's, which the Marlin rule reads.)"""
-    from serve import probes
+    from serve.launch import probes
 
     checked = 0
     for engine in config_files.shipped("engines"):

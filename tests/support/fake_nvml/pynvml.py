@@ -1,6 +1,6 @@
 """A FAKE NVML: a test double shaped like ``pynvml`` (nvidia-ml-py) that reports the GPU of a
 description file as if a driver had found it. It exists so that the launcher's default path,
-detection through ``serve.probes.probe_gpu``, runs unchanged on a machine without a GPU.
+detection through ``serve.launch.probes.probe_gpu``, runs unchanged on a machine without a GPU.
 
 It is never on the path by itself: a test puts this folder first on ``PYTHONPATH`` (a subprocess) or
 installs the module as ``sys.modules["pynvml"]`` (in-process), and names the GPU with
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from serve import config_files
+from serve.launch import config_files
 
 FAKE_DRIVER_VERSION = "fake-nvml"
 _state: dict[str, Any] = {}

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from serve import memory_fit
 from serve.errors import Refusal
-from serve.facts import EngineFacts, GpuFacts, ModelFacts
-from serve.layering import LoadedProfile
-from serve.rules import RULES, Ctx, Refuse, Rule, Set, SetEnv, Warn
+from serve.launch import memory_fit
+from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
+from serve.launch.layering import LoadedProfile
+from serve.launch.rules import RULES, Ctx, Refuse, Rule, Set, SetEnv, Warn
 
 Source = Literal["profile", "override", "default", "rule"]
 

@@ -3,7 +3,7 @@ with its condition on the facts, its effect, its reason and the vLLM issue behin
 
 A rule's ``when`` and ``effect`` see a :class:`Ctx`: the profile, the facts and the settings decided so
 far. Effects are data (:class:`Set`, :class:`SetEnv`, :class:`Warn`, :class:`Refuse`) that
-``serve.plan`` applies with one policy:
+``serve.launch.plan`` applies with one policy:
 
 - ``mode="default"``: the rule fills a setting the profile left unset; a value the profile or an
   override set explicitly wins, with a loud warning naming the rule.
@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from packaging.version import Version
 
-from serve.facts import EngineFacts, GpuFacts, ModelFacts
-from serve.profile import Profile
+from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
+from serve.launch.profile import Profile
 
 GRAPHS_OFF_COST = (
     "CUDA graphs off: on an H100, single-stream decode of the real model's shape fell from 87 to 20 tok/s "

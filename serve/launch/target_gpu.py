@@ -4,7 +4,7 @@ By default it is the GPU that NVML detects on this machine; a profile's ``hardwa
 profile was written for, an expectation. Where the two differ, the plan follows the detected GPU and
 one line names what changed (memory, compute capability, the rules that now apply or no longer do, the
 settings that moved), found by planning for both and comparing. A profile that cannot work on the GPU
-that is there is refused with the nearest shipped profile that can (:mod:`serve.profile_choice`).
+that is there is refused with the nearest shipped profile that can (:mod:`serve.launch.profile_choice`).
 Where no GPU can be detected (rendering a command on a laptop, a CPU box) the profile's GPU is
 assumed, and labelled so everywhere: the line, plan.json's ``facts.gpu.origin``, doctor.
 ``--gpu NAME`` plans for a description (origin ``description``), ``--gpu none`` for no GPU.
@@ -16,11 +16,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from serve import config_files, probes
 from serve.errors import FactsError, Refusal
-from serve.facts import EngineFacts, GpuFacts, ModelFacts
-from serve.layering import LoadedProfile
-from serve.plan import Plan, plan
+from serve.launch import config_files, probes
+from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
+from serve.launch.layering import LoadedProfile
+from serve.launch.plan import Plan, plan
 
 Origin = Literal["detected", "description", "assumed", "none"]
 
@@ -103,7 +103,9 @@ def _gpu_is_the_reason(
 
 
 def refusal_hint(loaded: LoadedProfile, target: TargetGpu, engine: EngineFacts) -> str:
-    from serve.profile_choice import fitting_profiles  # it plans; import here to keep this module light
+    from serve.launch.profile_choice import (
+        fitting_profiles,  # it plans; import here to keep this module light
+    )
 
     where = _where(target)
     others = [

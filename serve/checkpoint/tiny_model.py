@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from serve import autoround
+from serve.checkpoint import autoround
 from serve.errors import KitError
 
 FACTORY_VERSION = 2  # bump when the written files change, so cached models are rebuilt

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from serve import autoround
+from serve.checkpoint import autoround
 from serve.errors import KitError
 
 INDEX = "model.safetensors.index.json"

@@ -7,7 +7,7 @@ never modifies the model directory or anything else.
 
 The checks are pure functions of facts (:class:`DoctorInputs`); :func:`gather` collects the
 facts at the edge (NVML, the installed vLLM's source, the model directory's headers) through
-``serve.probes`` and :mod:`serve.safetensors_index`.
+``serve.launch.probes`` and :mod:`serve.checkpoint.safetensors_index`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from serve import memory
+from serve.checkpoint.safetensors_index import ModelFiles, scan_model_dir
 from serve.errors import KitError
-from serve.safetensors_index import ModelFiles, scan_model_dir
-from serve.target_gpu import short_name
+from serve.launch import memory
+from serve.launch.target_gpu import short_name
 
 Severity = Literal["ok", "info", "warn", "error"]
 _RANK = {"ok": 0, "info": 0, "warn": 1, "error": 2}
@@ -57,7 +57,7 @@ class Check:
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """What doctor needs of the GPU (adapted from ``serve.facts.GpuFacts``)."""
+    """What doctor needs of the GPU (adapted from ``serve.launch.facts.GpuFacts``)."""
 
     name: str
     memory_bytes: int
@@ -73,7 +73,7 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """What doctor needs of the engine (adapted from ``serve.facts.EngineFacts``)."""
+    """What doctor needs of the engine (adapted from ``serve.launch.facts.EngineFacts``)."""
 
     version: str
     device: str = "cuda"
@@ -110,7 +110,7 @@ class DoctorInputs:
     gpu_assumed: bool = False
     """No GPU found: the plan and fit checks use ``profile_gpu``, labelled as an assumption."""
     gpu_note: str | None = None
-    """The launcher's one line on which GPU the plan is for and what changed (serve.target_gpu)."""
+    """The launcher's one line on which GPU the plan is for and what changed (serve.launch.target_gpu)."""
     facts: dict[str, Any] = field(default_factory=dict)
     """Which facts were detected, named or assumed (the JSON output's ``facts``)."""
     engine: EngineInfo | None = None
@@ -121,10 +121,10 @@ class DoctorInputs:
     files: ModelFiles | None = None
     serving: ServingIntent = field(default_factory=ServingIntent)
     plan_error: str | None = None
-    """The launcher's refusal of the profile (``serve.plan.plan`` raised), if any."""
+    """The launcher's refusal of the profile (``serve.launch.plan.plan`` raised), if any."""
     plan_warnings: list[str] = field(default_factory=list)
     model_facts: Any = None
-    """``serve.facts.ModelFacts`` from the profile (config.json or a model description): the shape for
+    """``serve.launch.facts.ModelFacts`` from the profile (config.json or a model description): the shape for
     the fit when there is no local model directory."""
     cpu_avx512_bf16: bool = False
     """CPU build only: vLLM then keeps the GDN state in float32 (``CpuPlatform``)."""
@@ -479,7 +479,7 @@ def render_table(checks: list[Check]) -> str:
 
 
 def gpu_info_from_facts(f: Any) -> GpuInfo:
-    """``serve.facts.GpuFacts`` -> GpuInfo."""
+    """``serve.launch.facts.GpuFacts`` -> GpuInfo."""
     return GpuInfo(
         name=f.name,
         memory_bytes=int(f.memory_gib * memory.GiB),
@@ -493,7 +493,7 @@ def gpu_info_from_facts(f: Any) -> GpuInfo:
 
 
 def engine_info_from_facts(f: Any) -> EngineInfo:
-    """``serve.facts.EngineFacts`` -> EngineInfo."""
+    """``serve.launch.facts.EngineFacts`` -> EngineInfo."""
     return EngineInfo(
         version=f.version,
         device=f.device,
@@ -548,7 +548,7 @@ def read_model_config(model_dir: Path) -> tuple[dict[str, Any] | None, str | Non
 
 
 def serving_from_profile(profile: Any, model_dir_override: str | None) -> tuple[ServingIntent, str | None]:
-    """A loaded ``serve.profile.Profile`` -> (ServingIntent, model dir)."""
+    """A loaded ``serve.launch.profile.Profile`` -> (ServingIntent, model dir)."""
     s = profile.serving
     intent_map = {
         "bf16": "auto",
@@ -573,9 +573,9 @@ def serving_from_profile(profile: Any, model_dir_override: str | None) -> tuple[
 
 def _settings_from_plan(inp: DoctorInputs, loaded: Any, target: Any, engine: Any) -> dict[str, Any] | None:
     """The settings the launcher would use (rules applied, e.g. the CPU build's explicit KV size) on
-    the GPU it would plan for (``serve.target_gpu.TargetGpu``), or None when the plan cannot be made;
+    the GPU it would plan for (``serve.launch.target_gpu.TargetGpu``), or None when the plan cannot be made;
     a refusal is recorded for :func:`check_plan`."""
-    from serve import probes, target_gpu
+    from serve.launch import probes, target_gpu
 
     try:
         model = probes.model_facts(loaded.profile.model, profile_source=str(loaded.path))
@@ -604,10 +604,10 @@ def _settings_from_plan(inp: DoctorInputs, loaded: Any, target: Any, engine: Any
 
 
 def _gpu_target(inp: DoctorInputs, gpu_arg: str | None, loaded: Any) -> Any:
-    """The GPU the launcher would plan for (``serve.target_gpu.TargetGpu``), recorded in ``inp``:
+    """The GPU the launcher would plan for (``serve.launch.target_gpu.TargetGpu``), recorded in ``inp``:
     ``gpu`` only when found or named, ``profile_gpu`` for what the profile was written for."""
-    from serve import probes
-    from serve.target_gpu import TargetGpu, resolve
+    from serve.launch import probes
+    from serve.launch.target_gpu import TargetGpu, resolve
 
     target = TargetGpu(None, "none")
     try:
@@ -668,7 +668,7 @@ def _facts_origins(inp: DoctorInputs, target: Any, engine: Any, engine_arg: str)
 
 def gather(args: argparse.Namespace) -> DoctorInputs:
     """Collect facts; a failing probe becomes an ``*_error`` string, not an exception."""
-    from serve import probes  # the lead's probes: NVML, the installed vLLM's source
+    from serve.launch import probes  # the lead's probes: NVML, the installed vLLM's source
 
     inp = DoctorInputs()
     model_dir = args.model_dir
@@ -676,7 +676,7 @@ def gather(args: argparse.Namespace) -> DoctorInputs:
     gpu_arg, engine_arg = args.gpu, args.engine
     loaded = None
     if args.profile:
-        from serve.layering import load_profile
+        from serve.launch.layering import load_profile
 
         loaded = load_profile(args.profile)
         serving, model_dir = serving_from_profile(loaded.profile, model_dir)

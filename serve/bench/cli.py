@@ -34,8 +34,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from serve import bench_report as report
-from serve.bench_client import (
+from serve.bench import report
+from serve.bench.client import (
     Endpoint,
     chat_body,
     list_models,
@@ -44,8 +44,8 @@ from serve.bench_client import (
     stream_chat,
     wait_ready,
 )
-from serve.bench_roofline import Roofline, roofline_from_plan
-from serve.bench_stats import (
+from serve.bench.roofline import Roofline, roofline_from_plan
+from serve.bench.stats import (
     GENERATION_TOKENS,
     CounterReset,
     CounterSnapshot,

@@ -65,9 +65,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from serve import atomic, autoround
+from serve import atomic
+from serve.checkpoint import autoround
 from serve.errors import KitError
-from serve.memory import QWEN36_27B
+from serve.launch.memory import QWEN36_27B
 
 SYNTH_VERSION = 1  # bump when the written bytes change, so finished directories are rebuilt
 MARKER = "synth-model.json"
@@ -81,7 +82,7 @@ Dtype = Literal["I32", "F16", "BF16"]
 DTYPE_BYTES: dict[str, int] = {"I32": 4, "F16": 2, "BF16": 2}
 
 # Categories of the summary table. int4 tensors are counted by kind wherever they are; the bf16 roles
-# follow serve.safetensors_index.tensor_role.
+# follow serve.checkpoint.safetensors_index.tensor_role.
 CATEGORIES = (
     "int4 qweight",
     "int4 qzeros",
@@ -1015,7 +1016,7 @@ def _json(obj: Any) -> bytes:
 def _tokenizer_files(dims: Dims) -> tuple[dict[str, bytes], dict[str, int]]:
     """The tiny-model factory's byte-level BPE with Qwen's ChatML and vision tokens (a few hundred ids);
     the embedding still has the real 248,320 rows, as vLLM only needs vocab_size >= the tokenizer's."""
-    from serve import tiny_model
+    from serve.checkpoint import tiny_model
 
     tok = tiny_model.build_tokenizer()
     names = (*tiny_model.SPECIAL_TOKENS, *tiny_model.MARKUP_TOKENS)

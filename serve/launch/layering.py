@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from serve import config_files
 from serve.errors import ProfileError
-from serve.profile import Profile, field_paths
+from serve.launch import config_files
+from serve.launch.profile import Profile, field_paths
 
 ENV_SET = "SERVE_SET"
 

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from serve import config_files
 from serve.errors import FactsError
-from serve.facts import EngineFacts, GpuFacts, ModelFacts, model_facts_from_config
-from serve.profile import ModelLayer
+from serve.launch import config_files
+from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts, model_facts_from_config
+from serve.launch.profile import ModelLayer
 
 # ---------------------------------------------------------------- GPU
 

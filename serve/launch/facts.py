@@ -10,7 +10,7 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 from pydantic import Field, field_validator
 
-from serve.profile import Strict
+from serve.launch.profile import Strict
 
 
 class GpuFacts(Strict):

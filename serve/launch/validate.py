@@ -65,7 +65,7 @@ def validate_many(argvs: list[list[str]], env: dict[str, str] | None = None) -> 
         if argv[:2] != ["vllm", "serve"]:
             raise ValidationFailed(f"expected an argv starting with 'vllm serve', got {argv[:2]}")
     proc = subprocess.run(
-        [sys.executable, "-m", "serve.validate"],
+        [sys.executable, "-m", "serve.launch.validate"],
         input=json.dumps(argvs),
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -79,7 +79,7 @@ def validate_many(argvs: list[list[str]], env: dict[str, str] | None = None) -> 
     return list(json.loads(lines[-1][len(_RESULT) :]))
 
 
-_RESULT = "serve.validate results: "
+_RESULT = "serve.launch.validate results: "
 
 
 def _main() -> None:

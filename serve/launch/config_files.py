@@ -22,7 +22,7 @@ def config_dir() -> Path:
     env = os.environ.get("SERVE_CONFIG_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "config"
+    return Path(__file__).resolve().parents[2] / "config"
 
 
 def display(path: Path) -> str:
@@ -116,7 +116,7 @@ def _known_keys(model: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:
         info = current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
         if info is None:
             return []
-        from serve.profile import _submodel
+        from serve.launch.profile import _submodel
 
         current = _submodel(info.annotation)
         if current is None:

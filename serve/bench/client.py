@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from serve.bench_stats import CounterSnapshot, RequestSample, StreamEvent, parse_counters
+from serve.bench.stats import CounterSnapshot, RequestSample, StreamEvent, parse_counters
 from serve.errors import KitError
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 
-from serve import config_files, probes
 from serve.errors import KitError
-from serve.facts import EngineFacts, GpuFacts
-from serve.layering import LoadedProfile, load_profile
-from serve.plan import plan
+from serve.launch import config_files, probes
+from serve.launch.facts import EngineFacts, GpuFacts
+from serve.launch.layering import LoadedProfile, load_profile
+from serve.launch.plan import plan
 
 
 def _same_name(a: str, b: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serve.errors import KitError
-from serve.memory import WeightBytes
+from serve.launch.memory import WeightBytes
 
 Severity = Literal["info", "warn", "error"]
 

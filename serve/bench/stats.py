@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.spec_decode import acceptance
+from serve.launch.spec_decode import acceptance
 
 # vLLM v1 counters (vllm/v1/spec_decode/metrics.py); prometheus_client appends "_total" on exposition.
 SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
@@ -233,7 +233,7 @@ def spec_decode_stats(delta: CounterSnapshot) -> SpecDecodeStats | None:
 # --------------------------------------------------------------------------------------------------
 
 # (mean context tokens per sequence, concurrent sequences) -> ceiling tok/s over all sequences.
-# The bytes arithmetic is the memory planner's (serve.memory); serve.bench adapts plan.json to it.
+# The bytes arithmetic is the memory planner's (serve.launch.memory); serve.bench.cli adapts plan.json to it.
 Ceiling = Callable[[float, int], float]
 
 

@@ -1,7 +1,7 @@
 """The decode roofline of a bench row, from plan.json: the memory planner's bytes per decoded token
-(``serve.memory.decode_bytes_per_token``: weights decode reads, shared by the batch, plus each
+(``serve.launch.memory.decode_bytes_per_token``: weights decode reads, shared by the batch, plus each
 sequence's KV at its context and its linear-attention state) over the GPU's memory bandwidth
-(``serve.memory.roofline_tok_s``). Pure: plan.json in, numbers out.
+(``serve.launch.memory.roofline_tok_s``). Pure: plan.json in, numbers out.
 
 The ceiling assumes one token per sequence per step, so rows with speculative decoding (MTP) can
 exceed 100% of it: that is the speed-up MTP buys, not a measurement error."""
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from serve import memory
 from serve.errors import KitError
+from serve.launch import memory
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Roofline:
 
 
 def shape_from_facts(model: Mapping[str, Any]) -> memory.ModelShape:
-    """plan.json's facts.model (serve.facts.ModelFacts) -> the planner's ModelShape."""
+    """plan.json's facts.model (serve.launch.facts.ModelFacts) -> the planner's ModelShape."""
     linear = model.get("linear_attention") or {}
     dtype = str(model.get("torch_dtype") or "bfloat16").lower().removeprefix("torch.")
     if dtype not in memory.DTYPE_BYTES:

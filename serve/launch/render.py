@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from serve.plan import Plan
+from serve.launch.plan import Plan
 
 # setting -> how it becomes flags, in the order they appear (the seed card's order where it has one).
 # "value": --flag VALUE; "bool": --flag when true (omitted when false/None); "tristate": --flag / --no-flag;

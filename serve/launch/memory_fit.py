@@ -1,4 +1,4 @@
-"""Wires the memory planner (serve.memory) into plan(): ``max_model_len: auto`` becomes the largest
+"""Wires the memory planner (serve.launch.memory) into plan(): ``max_model_len: auto`` becomes the largest
 length that fits, and a profile that cannot fit is refused before vLLM starts, with the numbers. Pure."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from serve import memory
 from serve.errors import Refusal
-from serve.facts import EngineFacts, GpuFacts, ModelFacts
+from serve.launch import memory
+from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
 
 RULE_ID = "memory-fit"
 
@@ -20,7 +20,7 @@ def apply(
     model: ModelFacts,
     warnings: list[str],
 ) -> dict[str, Any] | None:
-    from serve.plan import Decision  # plan imports this module
+    from serve.launch.plan import Decision  # plan imports this module
 
     requested = decisions["max_model_len"].value
     if model.weight_bytes is None or (engine.device == "cuda" and gpu is None):

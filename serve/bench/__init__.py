@@ -1,0 +1,1 @@
+"""``python -m serve bench``: throughput tables, concurrency sweeps, roofline and A/B of profiles."""
