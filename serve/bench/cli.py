@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -35,15 +33,7 @@ from urllib.parse import urlparse
 import httpx
 
 from serve.bench import report
-from serve.bench.client import (
-    Endpoint,
-    chat_body,
-    list_models,
-    normalize_base_url,
-    scrape_counters,
-    stream_chat,
-    wait_ready,
-)
+from serve.bench.client import chat_body, list_models, scrape_counters, stream_chat, wait_ready
 from serve.bench.roofline import Roofline, roofline_from_plan
 from serve.bench.stats import (
     GENERATION_TOKENS,
@@ -57,7 +47,10 @@ from serve.bench.stats import (
     counter_total,
     summarize_row,
 )
+from serve.client.endpoint import Endpoint, api_key_from, normalize_base_url
+from serve.client.launched import LaunchedProcess
 from serve.errors import KitError
+from serve.launch.plan_document import parse as parse_plan
 
 # The seed card's table (RTX 5090, TurboQuant 4-bit KV, MTP n=1): 58, 60, 60 and 61 tok/s.
 SEED_PROMPTS: tuple[tuple[str, int], ...] = (
@@ -172,7 +165,7 @@ def read_plan(path: Path) -> dict[str, Any]:
         raise KitError(f"plan file {path} is not JSON ({exc}); pass the file `serve launch` wrote") from None
     if not isinstance(plan, dict):
         raise KitError(f"plan file {path} holds {type(plan).__name__}, expected an object")
-    return plan
+    return parse_plan(plan, f"plan file {path}").to_dict()  # the one model: extra keys dropped, types checked
 
 
 def find_plan_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -249,16 +242,24 @@ async def run_row(
             temperature=options.temperature,
         )
 
+    start = await scrape_counters(client, endpoint) if options.warmup else None
+    warmup_tokens = 0
     for _ in range(options.warmup):
-        await asyncio.gather(
+        warm = await asyncio.gather(
             *(
                 stream_chat(client, endpoint, body(min(spec.max_tokens, WARMUP_MAX_TOKENS)))
                 for _ in range(spec.concurrency)
             )
         )
+        warmup_tokens += sum(s.completion_tokens for s in warm)
         progress.update(spec.concurrency, "warm-up")
 
-    before = await scrape_counters(client, endpoint)
+    # The warm-up's last tokens can reach /metrics after its streams ended (seen: a row whose delta
+    # held one warm-up request more); wait for them before the row's own window opens.
+    if start is not None:
+        before = await _settled_counters(client, endpoint, start, warmup_tokens)
+    else:
+        before = await scrape_counters(client, endpoint)
     samples: list[RequestSample] = []
     errors = 0
 
@@ -395,42 +396,11 @@ def _port_open(url: str) -> bool:
         return False
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_group(proc: subprocess.Popen, pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        proc.poll()  # reap the launcher itself, else its zombie keeps the group alive
-        if not _group_alive(pgid):
-            return True
-        time.sleep(0.2)
-    return False
-
-
 class LaunchedServer:
-    """``python -m serve launch`` in its own process group: wait for plan.json (written before the
-    launcher execs vLLM), then for a real completion; on exit stop the whole group (vLLM's engine
-    core is a child process) with SIGTERM, then SIGKILL after ``stop_timeout_s``."""
+    """``python -m serve launch`` in its own process group (:class:`serve.client.launched.LaunchedProcess`):
+    wait for plan.json (written before the launcher execs vLLM), then for a real completion; on exit stop
+    the whole group (vLLM's engine core is a child process) with SIGTERM, then SIGKILL after
+    ``stop_timeout_s``."""
 
     def __init__(
         self,
@@ -443,26 +413,19 @@ class LaunchedServer:
     ):
         self.argv, self.plan_file, self.log_file = argv, plan_file, log_file
         self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
-        self.proc: subprocess.Popen | None = None
+        self.process = LaunchedProcess(argv, log_file)
         self.plan: dict[str, Any] = {}
 
-    def _dead(self) -> str | None:
-        if self.proc is not None and self.proc.poll() is not None:
-            command = " ".join(self.argv)
-            tail = _log_tail(self.log_file)
-            return f"`{command}` exited with {self.proc.returncode}; log {self.log_file}:\n{tail}"
-        return None
+    @property
+    def proc(self) -> Any:
+        return self.process.proc
 
     def start(self, api_key: str | None) -> Endpoint:
         self.plan_file.unlink(missing_ok=True)  # wait for this launch's plan, not a stale one
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.process.start()
         t0 = time.monotonic()
         while not self.plan_file.exists():
-            if dead := self._dead():
+            if dead := self.process.exited():
                 raise KitError(dead)
             # the launcher validates the argv with vLLM's own parser first (imports vLLM: 15-60 s)
             if time.monotonic() - t0 > PLAN_TIMEOUT_S:
@@ -474,17 +437,18 @@ class LaunchedServer:
         time.sleep(0.2)  # the launcher writes atomically, but give exec a moment
         self.plan = read_plan(self.plan_file)
         base_url = normalize_base_url(
-            str(self.plan.get("base_url") or f"http://127.0.0.1:{self.plan.get('port', 8000)}")
+            str(self.plan.get("base_url") or f"http://127.0.0.1:{self.plan.get('port', 8000)}"),
+            where=f"{self.plan_file}: base_url",
         )
         # vLLM needs many seconds to import before it binds; something answering now is another server
-        if _port_open(base_url) and self._dead() is None and time.monotonic() - t0 < 5:
+        if _port_open(base_url) and self.process.exited() is None and time.monotonic() - t0 < 5:
             raise KitError(
                 f"{base_url} already accepts connections before the launched vLLM could bind it: another "
                 "server holds the port; stop it or pass --set with another port"
             )
         model = str(self.plan.get("served_model_name") or self.plan.get("model") or "")
         endpoint = Endpoint(base_url=base_url, model=model, api_key=api_key)
-        waited = asyncio.run(wait_ready(endpoint, self.ready_timeout_s, alive=self._dead))
+        waited = asyncio.run(wait_ready(endpoint, self.ready_timeout_s, alive=self.process.exited))
         print(
             f"ready after {time.monotonic() - t0:.0f} s ({waited:.0f} s after plan.json): {base_url}",
             file=sys.stderr,
@@ -494,13 +458,7 @@ class LaunchedServer:
     def stop(self) -> None:
         """SIGTERM to the whole group, SIGKILL what is left after ``stop_timeout_s``; returns when
         the group is gone, so the next launch finds the port and the memory free."""
-        if self.proc is None:
-            return
-        pgid = self.proc.pid  # start_new_session: the group id is the launcher's pid
-        _signal_group(pgid, signal.SIGTERM)
-        if not _wait_group(self.proc, pgid, self.stop_timeout_s):
-            _signal_group(pgid, signal.SIGKILL)
-            _wait_group(self.proc, pgid, 15)
+        self.process.stop(self.stop_timeout_s)
 
     def __enter__(self) -> LaunchedServer:
         return self
@@ -661,7 +619,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
-    return args.api_key or os.environ.get("VLLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    return api_key_from(args.api_key)
 
 
 def _with_levels(options: BenchOptions, levels: tuple[int, ...]) -> BenchOptions:
@@ -703,11 +661,10 @@ def _resolve_model(
         return explicit
     if plan and (plan.get("served_model_name") or plan.get("model")):
         return str(plan.get("served_model_name") or plan.get("model"))
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def first() -> list[str]:
         async with httpx.AsyncClient(timeout=10.0) as client:
-            return await list_models(client, endpoint_url, headers)
+            return await list_models(client, Endpoint(endpoint_url, "", api_key))
 
     try:
         models = asyncio.run(first())
@@ -736,7 +693,9 @@ def run(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None) -
         raise KitError(
             "no endpoint: pass --base-url URL, or --plan-file with the plan.json `serve launch` wrote"
         )
-    base_url = normalize_base_url(str(base_url))
+    base_url = normalize_base_url(
+        str(base_url), where="--base-url" if args.base_url else f"{plan_path}: base_url"
+    )
     api_key = _api_key(args)
     model = _resolve_model(base_url, args.model, plan, api_key)
     endpoint = Endpoint(base_url=base_url, model=model, api_key=api_key)

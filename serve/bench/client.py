@@ -1,35 +1,20 @@
 """The I/O edge of `serve bench`: streamed chat completions timed chunk by chunk, /metrics scrapes and a
-readiness wait that means "answers a completion" (vLLM's /health turns 200 before that)."""
+readiness wait that means "answers a completion" (vLLM's /health turns 200 before that). The stream,
+the base URL and /metrics are parsed by :mod:`serve.client`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 
-from serve.bench.stats import CounterSnapshot, RequestSample, StreamEvent, parse_counters
+from serve.bench.stats import ROW_COUNTERS, CounterSnapshot, RequestSample, StreamEvent
+from serve.client.endpoint import Endpoint
+from serve.client.metrics import MetricsParseError, MetricsUnavailable, ascrape
+from serve.client.sse import ChatStream, StreamError
 from serve.errors import KitError
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str  # without /v1, e.g. http://127.0.0.1:8888
-    model: str
-    api_key: str | None = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
-
-def normalize_base_url(url: str) -> str:
-    """Accept http://host:port, http://host:port/ and http://host:port/v1 alike."""
-    url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def chat_body(
@@ -51,66 +36,51 @@ def chat_body(
     return body
 
 
-def _delta_has_output(choice: dict) -> bool:
-    delta = choice.get("delta") or {}
-    return any(delta.get(k) for k in ("content", "reasoning", "reasoning_content", "tool_calls"))
-
-
 async def stream_chat(client: httpx.AsyncClient, endpoint: Endpoint, body: dict) -> RequestSample:
     """Send one streamed chat completion and time every chunk that carried generated tokens."""
     events: list[StreamEvent] = []
-    prompt_tokens = completion_tokens = None
+    stream = ChatStream()
     seen_tokens = 0
-    finish_reason = None
     t0 = time.perf_counter()
-    async with client.stream(
-        "POST", f"{endpoint.base_url}/v1/chat/completions", json=body, headers=endpoint.headers
-    ) as resp:
+    url = endpoint.url("/v1/chat/completions")
+    async with client.stream("POST", url, json=body, headers=endpoint.headers) as resp:
         if resp.status_code != 200:
             text = (await resp.aread()).decode(errors="replace")[:500]
             raise KitError(
-                f"POST {endpoint.base_url}/v1/chat/completions answered {resp.status_code}: {text}; "
-                "check --base-url, --model and --api-key"
+                f"POST {url} answered {resp.status_code}: {text}; check --base-url, --model and --api-key"
             )
         async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[len("data:") :].strip()
-            if data == "[DONE]":
-                break
             now = time.perf_counter() - t0
-            chunk = json.loads(data)
-            if "error" in chunk:
-                raise KitError(f"the server reported an error mid-stream: {chunk['error']}")
-            usage = chunk.get("usage")
-            choices = chunk.get("choices") or []
-            for choice in choices:
-                finish_reason = choice.get("finish_reason") or finish_reason
-            if usage:
-                prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-                completion_tokens = usage.get("completion_tokens", completion_tokens)
-            if not choices:
-                continue  # the trailing usage-only chunk
-            if usage and completion_tokens is not None:
+            try:
+                chunk = stream.feed(line, now)
+            except StreamError as exc:
+                raise KitError(f"{url}: {exc.detail}") from None
+            if stream.done:
+                break
+            if chunk is None or not chunk.choices:
+                continue  # not an event, or the trailing usage-only chunk
+            completion_tokens = (chunk.usage or {}).get("completion_tokens")
+            if completion_tokens is not None:
                 new = completion_tokens - seen_tokens
                 seen_tokens = completion_tokens
             else:
-                new = 1 if any(_delta_has_output(c) for c in choices) else 0
+                new = 1 if chunk.has_output else 0
             if new > 0:
                 events.append(StreamEvent(t_s=now, tokens=new))
     e2e = time.perf_counter() - t0
-    if completion_tokens is None or prompt_tokens is None:
+    usage = stream.usage or {}
+    if usage.get("completion_tokens") is None or usage.get("prompt_tokens") is None:
         raise KitError(
             f"{endpoint.base_url} streamed no usage although stream_options.include_usage was set; "
             "the bench counts tokens from usage, so it needs a vLLM (or OpenAI-compatible) server "
             "that sends it"
         )
     return RequestSample(
-        prompt_tokens=int(prompt_tokens),
-        completion_tokens=int(completion_tokens),
+        prompt_tokens=int(usage["prompt_tokens"]),
+        completion_tokens=int(usage["completion_tokens"]),
         e2e_s=e2e,
         events=tuple(events),
-        finish_reason=finish_reason,
+        finish_reason=stream.finish_reason,
     )
 
 
@@ -118,19 +88,16 @@ async def scrape_counters(client: httpx.AsyncClient, endpoint: Endpoint) -> Coun
     """The row counters from /metrics, or None when the endpoint has no /metrics (not vLLM, or a
     proxy in front): rows then go without server-side numbers rather than failing."""
     try:
-        resp = await client.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers)
-    except httpx.HTTPError:
+        return await ascrape(client, endpoint, ROW_COUNTERS)
+    except (MetricsUnavailable, MetricsParseError):
         return None
-    if resp.status_code != 200:
-        return None
-    return parse_counters(resp.text)
 
 
-async def list_models(client: httpx.AsyncClient, base_url: str, headers: dict[str, str]) -> list[str]:
-    resp = await client.get(f"{base_url}/v1/models", headers=headers)
+async def list_models(client: httpx.AsyncClient, endpoint: Endpoint) -> list[str]:
+    resp = await client.get(endpoint.url("/v1/models"), headers=endpoint.headers)
     if resp.status_code != 200:
         raise KitError(
-            f"GET {base_url}/v1/models answered {resp.status_code}; check --base-url and --api-key"
+            f"GET {endpoint.url('/v1/models')} answered {resp.status_code}; check --base-url and --api-key"
         )
     return [m["id"] for m in resp.json().get("data", [])]
 
@@ -158,7 +125,7 @@ async def wait_ready(
                 raise KitError(f"the server exited before it was ready: {dead}")
             try:
                 resp = await client.post(
-                    f"{endpoint.base_url}/v1/chat/completions", json=body, headers=endpoint.headers
+                    endpoint.url("/v1/chat/completions"), json=body, headers=endpoint.headers
                 )
                 if resp.status_code == 200 and resp.json().get("choices"):
                     return time.monotonic() - t0

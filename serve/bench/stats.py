@@ -15,20 +15,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
+from serve.client.metrics import (
+    GENERATION_TOKENS,
+    PREEMPTIONS,
+    PROMPT_TOKENS,
+    REQUEST_SUCCESS,
+    SPEC_ACCEPTED,
+    SPEC_ACCEPTED_PER_POS,
+    SPEC_DRAFT_TOKENS,
+    SPEC_DRAFTS,
+    Snapshot,
+    by_label,
+    delta,
+    parse_metrics,
+    total,
+)
+from serve.client.metrics import (
+    CounterReset as CounterReset,  # re-exported: the bench's readers catch it
+)
 from serve.launch.spec_decode import acceptance
 
-# vLLM v1 counters (vllm/v1/spec_decode/metrics.py); prometheus_client appends "_total" on exposition.
-SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
-SPEC_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
-SPEC_ACCEPTED = "vllm:spec_decode_num_accepted_tokens_total"
-SPEC_ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
-GENERATION_TOKENS = "vllm:generation_tokens_total"
-PROMPT_TOKENS = "vllm:prompt_tokens_total"
-REQUEST_SUCCESS = "vllm:request_success_total"
-PREEMPTIONS = "vllm:num_preemptions_total"
-
+# vLLM v1 counters (vllm/v1/spec_decode/metrics.py), named once in serve.client.metrics.
 # The counters a row's delta is taken over; anything else in /metrics is ignored.
 ROW_COUNTERS = (
     SPEC_DRAFTS,
@@ -137,59 +145,19 @@ def distribution_ms(values_s: Sequence[float]) -> Distribution:
 # Prometheus counters
 # --------------------------------------------------------------------------------------------------
 
-# sample name -> {frozenset of (label, value) pairs: value}
-CounterSnapshot = dict[str, dict[frozenset[tuple[str, str]], float]]
+# sample name -> {frozenset of (label, value) pairs: value}; parsed, summed and differenced by
+# serve.client.metrics, the one reader of vLLM's /metrics.
+CounterSnapshot = Snapshot
+counter_delta = delta
+counter_total = total
+counter_by_label = by_label
 
 
 def parse_counters(text: str, names: Iterable[str] = ROW_COUNTERS) -> CounterSnapshot:
-    """The samples of ``names`` in a Prometheus text exposition, keyed by sample name then label set.
-    Names absent from the text are absent from the result (spec-decode counters only exist when
-    speculative decoding is configured)."""
-    wanted = set(names)
-    out: CounterSnapshot = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in wanted:
-                labels = frozenset(sample.labels.items())
-                out.setdefault(sample.name, {})[labels] = float(sample.value)
-    return out
-
-
-class CounterReset(ValueError):
-    """A counter went down between two snapshots: the server restarted within the window."""
-
-
-def counter_delta(before: CounterSnapshot, after: CounterSnapshot) -> CounterSnapshot:
-    """after - before per sample and label set. A series that first appears in ``after`` counts from 0
-    (vLLM creates labelled children lazily). A decrease means the server restarted: CounterReset."""
-    out: CounterSnapshot = {}
-    for name, series in after.items():
-        prior = before.get(name, {})
-        for labels, value in series.items():
-            delta = value - prior.get(labels, 0.0)
-            if delta < 0:
-                raise CounterReset(f"{name}{dict(labels)} went from {prior[labels]} to {value}")
-            out.setdefault(name, {})[labels] = delta
-    return out
-
-
-def counter_total(snapshot: CounterSnapshot, name: str) -> float | None:
-    """The sum of one counter over all label sets (engines, model names), None when absent."""
-    series = snapshot.get(name)
-    if series is None:
-        return None
-    return sum(series.values())
-
-
-def counter_by_label(snapshot: CounterSnapshot, name: str, label: str) -> dict[str, float]:
-    """One counter summed per value of ``label`` over the other labels, e.g. accepted tokens per
-    draft position over engines."""
-    out: dict[str, float] = {}
-    for labels, value in snapshot.get(name, {}).items():
-        key = dict(labels).get(label)
-        if key is not None:
-            out[key] = out.get(key, 0.0) + value
-    return out
+    """The samples of ``names`` (default: the row counters) in a Prometheus text exposition. Names
+    absent from the text are absent from the result (spec-decode counters only exist when speculative
+    decoding is configured)."""
+    return parse_metrics(text, names=names)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import signal
 import socket
 import sys
@@ -33,8 +32,8 @@ import httpx
 
 from serve import atomic
 from serve.bench.cli import LaunchedServer, add_set_arguments, launch_argv, merge_sets
-from serve.bench.client import Endpoint, normalize_base_url
 from serve.bench.stats import SpecDecodeStats
+from serve.client.endpoint import Endpoint, api_key_from, normalize_base_url
 from serve.errors import KitError
 from serve.launch.layering import load_profile
 from serve.parity.client import Generation, ParityClient, resolve_model, scrape_counters, spec_decode_over
@@ -172,7 +171,7 @@ def sides_from_args(args: argparse.Namespace) -> tuple[Side, Side]:
                     f"--set-{name.lower()} {own[0]!r}: side {name} is the live endpoint {option}; "
                     "overrides only apply to a launched side"
                 )
-            sides.append(Side(name, base_url=normalize_base_url(url)))
+            sides.append(Side(name, base_url=normalize_base_url(url, where=option)))
         elif profile:
             sides.append(Side(name, profile=profile, sets=merge_sets(args.set, own)))
         else:
@@ -309,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     side_a, side_b = sides_from_args(args)
     sides = (side_a, side_b)
     check_profiles(sides)
-    api_key = args.api_key or os.environ.get("VLLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    api_key = api_key_from(args.api_key)
     for side in sides:
         if side.base_url:
             side.model = resolve_model(side.base_url, args.model, api_key, side.where)

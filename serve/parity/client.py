@@ -19,16 +19,17 @@ from typing import Any, Literal
 
 import httpx
 
-from serve.bench.client import Endpoint
-from serve.bench.stats import (
+from serve.bench.stats import ROW_COUNTERS, SpecDecodeStats, spec_decode_stats
+from serve.client.endpoint import Endpoint, auth_headers
+from serve.client.metrics import (
     GENERATION_TOKENS,
     CounterReset,
-    CounterSnapshot,
-    SpecDecodeStats,
-    counter_delta,
-    counter_total,
-    parse_counters,
-    spec_decode_stats,
+    MetricsParseError,
+    MetricsUnavailable,
+    Snapshot,
+    delta,
+    scrape,
+    total,
 )
 from serve.errors import KitError
 
@@ -123,7 +124,7 @@ class ParityClient:
         self.logprobs = True
 
     def _post(self, body: dict[str, Any]) -> httpx.Response:
-        url = f"{self.endpoint.base_url}/v1/chat/completions"
+        url = self.endpoint.url("/v1/chat/completions")
         try:
             return self.client.post(url, json=body, headers=self.endpoint.headers)
         except httpx.HTTPError as exc:
@@ -168,19 +169,18 @@ class ParityClient:
         )
 
 
-def scrape_counters(client: httpx.Client, endpoint: Endpoint) -> CounterSnapshot | None:
+def scrape_counters(client: httpx.Client, endpoint: Endpoint) -> Snapshot | None:
     """vLLM's row counters from /metrics; None when the endpoint has none (not vLLM, or a proxy)."""
     try:
-        resp = client.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers)
-    except httpx.HTTPError:
+        return scrape(client, endpoint, ROW_COUNTERS)
+    except (MetricsUnavailable, MetricsParseError):
         return None
-    return parse_counters(resp.text) if resp.status_code == 200 else None
 
 
 def spec_decode_over(
     client: httpx.Client,
     endpoint: Endpoint,
-    before: CounterSnapshot | None,
+    before: Snapshot | None,
     generated: int,
     settle_s: float = 3.0,
 ) -> SpecDecodeStats | None:
@@ -195,22 +195,21 @@ def spec_decode_over(
         if after is None:
             return None
         try:
-            delta = counter_delta(before, after)
+            moved = delta(before, after)
         except CounterReset:
             return None  # the server restarted in between: no honest figure
-        counted = counter_total(delta, GENERATION_TOKENS)
+        counted = total(moved, GENERATION_TOKENS)
         if counted is None or counted >= generated or time.monotonic() > deadline:
-            return spec_decode_stats(delta)
+            return spec_decode_stats(moved)
         time.sleep(0.1)
 
 
 def resolve_model(base_url: str, explicit: str | None, api_key: str | None, where: str) -> str:
     """--model, else the endpoint's first served model. Also the reachability check: an endpoint that
     does not answer is one line naming the option to fix."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = f"{base_url}/v1/models"
     try:
-        resp = httpx.get(url, headers=headers, timeout=httpx.Timeout(10.0, connect=5.0))
+        resp = httpx.get(url, headers=auth_headers(api_key), timeout=httpx.Timeout(10.0, connect=5.0))
     except httpx.HTTPError as exc:
         raise KitError(
             f"cannot reach {base_url} ({type(exc).__name__}: {exc or 'no answer'}); is the server up? "

@@ -27,8 +27,10 @@ from typing import Any, Literal
 import httpx
 import openai
 from openai.types import CompletionUsage
-from prometheus_client.parser import text_string_to_metric_families
 
+from serve.client import metrics
+from serve.client.endpoint import Endpoint, auth_headers, normalize_base_url
+from serve.client.sse import ChatStream, StreamError
 from serve.errors import KitError
 from serve.launch.detectors import degeneration_reason
 from serve.launch.spec_decode import acceptance
@@ -122,7 +124,7 @@ class SmokeOptions:
 @dataclass
 class SmokeContext:
     base_url: str  # server root, without /v1: /metrics lives there
-    api_key: str
+    api_key: str | None  # sent as Authorization: Bearer on every request; None: no key
     model: str | None
     client: openai.OpenAI
     http: httpx.Client
@@ -133,6 +135,10 @@ class SmokeContext:
     @property
     def api_url(self) -> str:
         return self.base_url + "/v1"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.base_url, self.model or "", self.api_key)
 
     def require_model(self) -> str:
         if self.model is None:
@@ -248,31 +254,22 @@ def check(name: str, *, quality: bool = False) -> Callable[[CheckBody], CheckFn]
 # Context and suite
 
 
-def normalize_base_url(url: str) -> str:
-    """Accept ``http://host:port``, ``.../`` or ``.../v1``: the suite needs the server root for /metrics."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    if not re.match(r"^https?://", url):
-        raise KitError(f"--base-url {url!r}: expected http://HOST:PORT (optionally ending in /v1)")
-    return url
-
-
 def build_context(
     base_url: str,
     *,
-    api_key: str = "EMPTY",
+    api_key: str | None = None,
     model: str | None = None,
     options: SmokeOptions | None = None,
 ) -> SmokeContext:
     """Connect and discover what the caller did not say: the model (first of /v1/models) and
     max_model_len (vLLM's ``max_model_len`` field there). Never raises on an unreachable endpoint:
     the ``models`` check reports that, and the checks that need a model skip."""
-    root = normalize_base_url(base_url)
+    root = normalize_base_url(base_url)  # the suite needs the server root: /metrics lives there
     opts = options or SmokeOptions()
     timeout = httpx.Timeout(opts.request_timeout_s, connect=10.0)
-    client = openai.OpenAI(base_url=root + "/v1", api_key=api_key, timeout=timeout, max_retries=0)
-    http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"})
+    # The OpenAI client insists on a key; "EMPTY" is the convention for a server without one.
+    client = openai.OpenAI(base_url=root + "/v1", api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+    http = httpx.Client(timeout=timeout, headers=auth_headers(api_key))
     ctx = SmokeContext(root, api_key, model, client, http, opts)
     try:
         listed = _list_models(ctx)
@@ -377,37 +374,27 @@ def _text_of(message: Any) -> str:
     return (message.content or "") + (reasoning_of(message)[1] or "")
 
 
+def scrape_snapshot(ctx: SmokeContext) -> metrics.Snapshot | None:
+    """/metrics by series and label set, or None when it is absent (404); any other failure to get it
+    fails the check that asked."""
+    try:
+        return metrics.scrape(ctx.http, ctx.endpoint)
+    except metrics.MetricsUnavailable as exc:
+        if exc.status == 404:
+            return None
+        raise CheckFailed(exc.detail) from None
+    except metrics.MetricsParseError as exc:
+        raise CheckFailed(str(exc)) from None
+
+
 def scrape_metrics(ctx: SmokeContext) -> dict[str, float] | None:
     """Sum of every sample per series name (labels summed over), or None when /metrics is absent."""
-    resp = ctx.http.get(ctx.base_url + "/metrics")
-    if resp.status_code == 404:
-        return None
-    resp.raise_for_status()
-    return parse_metrics(resp.text)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
-    return totals
-
-
-def parse_metrics_by_label(text: str, name: str, label: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and label in sample.labels:
-                key = sample.labels[label]
-                out[key] = out.get(key, 0.0) + float(sample.value)
-    return out
+    snapshot = scrape_snapshot(ctx)
+    return None if snapshot is None else metrics.totals(snapshot)
 
 
 def _per_position(ctx: SmokeContext) -> dict[str, float]:
-    resp = ctx.http.get(ctx.base_url + "/metrics")
-    resp.raise_for_status()
-    return parse_metrics_by_label(resp.text, "vllm:spec_decode_num_accepted_tokens_per_pos_total", "position")
+    return metrics.by_label(scrape_snapshot(ctx) or {}, metrics.SPEC_ACCEPTED_PER_POS, "position")
 
 
 def _wait_for_counter(ctx: SmokeContext, name: str, at_least: float, timeout_s: float = 5.0) -> float:
@@ -457,12 +444,26 @@ def _check_usage(usage: Any, max_tokens: int, finish_reason: str | None, where: 
 @dataclass
 class StreamResult:
     started: float
-    event_times: list[float]  # arrival time of each choice-carrying SSE event
-    read_times: list[float]  # arrival time of each network read that completed such an event
-    content: str
-    reasoning: str
-    usage: Any
-    finish_reason: str | None
+    event_times: list[float] = field(default_factory=list)  # arrival of each choice-carrying event
+    read_times: list[float] = field(default_factory=list)  # each network read that completed one
+    stream: ChatStream = field(default_factory=ChatStream)
+
+    @property
+    def content(self) -> str:
+        return self.stream.content
+
+    @property
+    def reasoning(self) -> str:
+        return self.stream.reasoning
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        usage = self.stream.usage
+        return None if usage is None else CompletionUsage.model_validate(usage)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.stream.finish_reason
 
 
 def _stream_chat(ctx: SmokeContext, messages: list[dict[str, Any]], **kwargs: Any) -> StreamResult:
@@ -471,7 +472,7 @@ def _stream_chat(ctx: SmokeContext, messages: list[dict[str, Any]], **kwargs: An
     reads show whether the server flushed each token as it came."""
     kwargs.setdefault("temperature", 0.0)
     kwargs.setdefault("max_tokens", 32)
-    out = StreamResult(time.monotonic(), [], [], "", "", None, None)
+    out = StreamResult(time.monotonic())
     pending = b""
     with ctx.client.chat.completions.with_streaming_response.create(
         model=ctx.require_model(),
@@ -482,32 +483,23 @@ def _stream_chat(ctx: SmokeContext, messages: list[dict[str, Any]], **kwargs: An
     ) as resp:
         for data in resp.iter_bytes():
             now = time.monotonic()
-            pending += data.replace(b"\r\n", b"\n")
-            *events, pending = pending.split(b"\n\n")
-            n = sum(_absorb_event(out, event) for event in events)
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            n = sum(_absorb_line(out, line) for line in lines)
             out.event_times += [now] * n
             if n:
                 out.read_times.append(now)
+        _absorb_line(out, pending)
     return out
 
 
-def _absorb_event(out: StreamResult, event: bytes) -> int:
-    """Fold one SSE event into ``out``; the number of choices it carried."""
-    payload = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
-    if not payload or payload == b"[DONE]":
-        return 0
-    obj = json.loads(payload)
-    if "error" in obj:
-        raise CheckFailed(f"error event in the stream: {str(obj['error'])[:200]}")
-    if obj.get("usage"):
-        out.usage = CompletionUsage.model_validate(obj["usage"])
-    choices = obj.get("choices") or []
-    for choice in choices:
-        delta = choice.get("delta") or {}
-        out.content += delta.get("content") or choice.get("text") or ""
-        out.reasoning += delta.get("reasoning") or delta.get("reasoning_content") or ""
-        out.finish_reason = choice.get("finish_reason") or out.finish_reason
-    return len(choices)
+def _absorb_line(out: StreamResult, line: bytes) -> int:
+    """Fold one line of the event stream into ``out``; the number of choices it carried."""
+    try:
+        chunk = out.stream.feed(line.rstrip(b"\r").decode("utf-8", errors="replace"))
+    except StreamError as exc:
+        raise CheckFailed(exc.detail) from None
+    return 0 if chunk is None else chunk.choices
 
 
 # --------------------------------------------------------------------------------------------------
@@ -742,82 +734,134 @@ def check_tool_call(ctx: SmokeContext) -> Passed:
     return Passed(detail, {"arguments": args, "tool_calls": len(calls)})
 
 
-def _concurrent_streams(ctx: SmokeContext, n: int, max_tokens: int) -> tuple[list[StreamResult], list[str]]:
-    barrier = threading.Barrier(n)
+@dataclass
+class RunningObservation:
+    """What the concurrency check saw: the server's own count of running requests
+    (vllm:num_requests_running, summed over engines), sampled from before the first request was sent
+    until the last stream ended. The client's clock decides nothing: a busy API process writes
+    streams late and in bursts, so when their chunks arrived says little about whether the engine
+    batched them; the engine's count, over streams that last seconds, does."""
 
-    def one(i: int) -> StreamResult:
-        barrier.wait(timeout=30)
-        prompt = _user(f"Request {i}: count from 1 to 200.")
-        return _stream_chat(ctx, prompt, max_tokens=max_tokens, **_fixed_length(ctx))
+    requests: int
+    max_tokens: int
+    outs: list[StreamResult]
+    errors: list[str]
+    running: list[float]  # the gauge at each sample; empty when /metrics lacks it
+    window_s: float  # from the first request sent to the last stream's end
+    scrape_error: str | None = None
 
-    errors: list[str] = []
-    outs: list[StreamResult] = []
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        for future in [pool.submit(one, i) for i in range(n)]:
-            try:
-                outs.append(future.result())
-            except Exception as exc:  # report every failed request, not the first
-                errors.append(f"{type(exc).__name__}: {exc}"[:160])
-    return outs, errors
-
-
-@check("concurrency")
-def check_concurrency(ctx: SmokeContext) -> Passed:
-    """max_num_seqs streamed requests at once all succeed, and are generated at the same time."""
-    n = ctx.options.max_num_seqs or 4
-    ctx.require_model()
-    data: dict[str, Any] = {"requests": n, "source": ctx.options.sources.get("max_num_seqs", "default")}
-    # Overlap is judged from when each stream's chunks arrived; a longer second try rules out an API
-    # process that could not get a CPU core until a short batch had already finished.
-    # The server's own view counts too: on a saturated machine the API process can write every stream
-    # late and in one burst although the engine batched them (vllm:num_requests_running says so).
-    # A third, longest try: on a fast tiny model four 128-token answers can all finish within a few
-    # hundred ms, before the API process or a /metrics poll shows them side by side.
-    longest = max(128, min(1024, (ctx.options.max_model_len or 2048) - 64))
-    for attempt, max_tokens in enumerate((32, 128, longest), start=1):
-        with _RunningPeak(ctx) as server_peak:
-            outs, errors = _concurrent_streams(ctx, n, max_tokens)
-        if errors:
-            data["errors"] = errors
-            raise CheckFailed(f"{len(errors)} of {n} concurrent requests failed: {errors[0]}", data)
-        peak = peak_overlap([(o.event_times[0], o.event_times[-1]) for o in outs if o.event_times])
-        data.update(peak_overlap=peak, server_running_peak=server_peak.value, attempt=attempt)
-        if n < 2 or peak >= 2:
-            return Passed(f"{n} requests ok; up to {peak} generating at once", data)
-        if server_peak.value >= 2:
-            return Passed(
-                f"{n} requests ok; the server ran up to {server_peak.value:.0f} at once "
-                "(the streams arrived one after another: a busy API process)",
-                data,
-            )
-    raise CheckFailed(f"all {n} succeeded but were generated one after another (no overlap)", data)
+    @property
+    def peak(self) -> float | None:
+        return max(self.running) if self.running else None
 
 
-class _RunningPeak:
-    """Polls vllm:num_requests_running while the block runs; ``value`` is the highest seen (0 without
-    /metrics)."""
+_RUNNING_POLL_S = 0.05
 
-    def __init__(self, ctx: SmokeContext, interval_s: float = 0.02) -> None:
-        self.ctx, self.interval_s, self.value = ctx, interval_s, 0.0
+
+class _RunningSampler:
+    """Samples vllm:num_requests_running on a thread while the block runs."""
+
+    def __init__(self, ctx: SmokeContext) -> None:
+        self.ctx = ctx
+        self.samples: list[float] = []
+        self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
-                metrics = scrape_metrics(self.ctx) or {}
-            except (httpx.HTTPError, ValueError):
+                value = metrics.total(scrape_snapshot(self.ctx) or {}, metrics.REQUESTS_RUNNING)
+            except (CheckFailed, httpx.HTTPError) as exc:
+                self.error = str(exc)[:200]
                 return
-            self.value = max(self.value, metrics.get("vllm:num_requests_running", 0.0))
-            self._stop.wait(self.interval_s)
+            if value is not None:
+                self.samples.append(value)
+            if self._stop.wait(_RUNNING_POLL_S):
+                return
 
-    def __enter__(self) -> _RunningPeak:
+    def __enter__(self) -> _RunningSampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)
+
+
+def overlap_max_tokens(options: SmokeOptions) -> int:
+    """max_tokens per concurrent request: a stream of seconds, long against the moments a busy API
+    process leaves /metrics unanswered, within max_model_len."""
+    return max(128, min(1024, (options.max_model_len or 2048) - 64))
+
+
+def observe_running(
+    ctx: SmokeContext, n: int, max_tokens: int, *, at_once: bool = True
+) -> RunningObservation:
+    """Send ``n`` streamed requests of ``max_tokens`` (all at once, or one after another with
+    ``at_once=False``: the negative control) and sample the server's running gauge until the last
+    stream has ended."""
+    barrier = threading.Barrier(n) if at_once else None
+
+    def one(i: int) -> StreamResult:
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        prompt = _user(f"Request {i}: count from 1 to 200.")
+        return _stream_chat(ctx, prompt, max_tokens=max_tokens, **_fixed_length(ctx))
+
+    errors: list[str] = []
+    outs: list[StreamResult] = []
+    t0 = time.monotonic()
+    with _RunningSampler(ctx) as sampler, ThreadPoolExecutor(max_workers=n if at_once else 1) as pool:
+        for future in [pool.submit(one, i) for i in range(n)]:
+            try:
+                outs.append(future.result())
+            except Exception as exc:  # report every failed request, not the first
+                errors.append(f"{type(exc).__name__}: {exc}"[:160])
+    window = time.monotonic() - t0
+    return RunningObservation(n, max_tokens, outs, errors, sampler.samples, window, sampler.error)
+
+
+def judge_concurrency(seen: RunningObservation, data: dict[str, Any]) -> Passed:
+    """Pass when the server ran two or more of the requests at once; CheckFailed otherwise."""
+    n = seen.requests
+    peak = seen.peak
+    data.update(
+        max_tokens=seen.max_tokens,
+        window_s=round(seen.window_s, 3),
+        server_running_samples=len(seen.running),
+        server_running_peak=peak,
+        peak_overlap=peak_overlap(
+            [(o.event_times[0], o.event_times[-1]) for o in seen.outs if o.event_times]
+        ),
+    )
+    if seen.errors:
+        data["errors"] = seen.errors
+        raise CheckFailed(f"{len(seen.errors)} of {n} concurrent requests failed: {seen.errors[0]}", data)
+    if peak is None:
+        why = seen.scrape_error or "/metrics has no vllm:num_requests_running"
+        raise CheckSkipped(
+            f"all {n} requests ok, but {why}: nothing tells whether the server ran them at once"
+        )
+    if peak < 2:
+        raise CheckFailed(
+            f"all {n} succeeded but were generated one after another: vllm:num_requests_running never "
+            f"exceeded {peak:g} in {len(seen.running)} samples over {seen.window_s:.1f} s",
+            data,
+        )
+    return Passed(f"{n} requests ok; the server ran up to {peak:g} at once (vllm:num_requests_running)", data)
+
+
+@check("concurrency")
+def check_concurrency(ctx: SmokeContext) -> Passed:
+    """max_num_seqs streamed requests at once all succeed, and the server generates them at the same
+    time: its own vllm:num_requests_running, sampled while the streams run, reaches 2 or more."""
+    n = ctx.options.max_num_seqs or 4
+    ctx.require_model()
+    data: dict[str, Any] = {"requests": n, "source": ctx.options.sources.get("max_num_seqs", "default")}
+    if n < 2:
+        raise CheckSkipped(f"max_num_seqs {n}: the server runs one request at a time, nothing can overlap")
+    return judge_concurrency(observe_running(ctx, n, overlap_max_tokens(ctx.options)), data)
 
 
 @check("unknown_model")

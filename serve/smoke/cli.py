@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from serve.client.endpoint import api_key_from
 from serve.errors import KitError
+from serve.launch.plan_document import parse as parse_plan
 from serve.launch.profile import compile_answer_pattern
 from serve.smoke.checks import (
     CHECKS,
@@ -36,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="server root or .../v1 (default: the plan file's base_url)")
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("VLLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY",
-        help="bearer token (default: $VLLM_API_KEY, $OPENAI_API_KEY, else EMPTY)",
+        help="bearer token sent on every request (default: $VLLM_API_KEY, then $OPENAI_API_KEY, else none)",
     )
     parser.add_argument(
         "--model", help="model name to send (default: plan's served_model_name, else the first listed)"
@@ -109,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
-    """The plan file as a dict; readers tolerate missing and extra keys (docs/plan-json.md)."""
+    """The plan file as a dict of the keys it knows (docs/plan-json.md: missing ones stay missing)."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -122,7 +123,9 @@ def read_plan(path: str | Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(data, dict):
         raise KitError(f"--plan-file {path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return parse_plan(
+        data, f"--plan-file {path}"
+    ).to_dict()  # the one model: extra keys dropped, types checked
 
 
 def expectations_from_plan(plan: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         options.sources["model"] = "flag" if args.model else "plan"
     only = args.only.split(",") if args.only else None
     select_checks(quality=args.quality, only=only)  # a bad --only is an error before any request
-    ctx = build_context(base_url, api_key=args.api_key, model=model, options=options)
+    ctx = build_context(base_url, api_key=api_key_from(args.api_key), model=model, options=options)
     try:
         print(f"smoke: {ctx.base_url} model={ctx.model} {_describe(options)}", flush=True)
         report = run_suite(ctx, quality=args.quality, only=only, on_result=_print_progress)

@@ -9,8 +9,9 @@ import json
 import httpx
 import pytest
 
-from serve.bench.client import Endpoint, chat_body, normalize_base_url, scrape_counters, stream_chat
+from serve.bench.client import chat_body, scrape_counters, stream_chat
 from serve.bench.stats import GENERATION_TOKENS, counter_total
+from serve.client.endpoint import Endpoint
 from serve.errors import KitError
 
 EP = Endpoint(base_url="http://bench.test", model="tiny", api_key="k")
@@ -87,6 +88,19 @@ def test_no_usage_is_an_error_that_says_why():
         _run(lambda r: httpx.Response(200, content=_sse([_chunk("x")])))
 
 
+def test_a_malformed_event_is_one_clear_error():
+    with pytest.raises(KitError, match="event is not JSON"):
+        _run(lambda r: httpx.Response(200, content=b"data: {not json\n\n"))
+
+
+def test_an_error_event_mid_stream_is_reported():
+    body = _sse([_chunk("x", _usage(1))]).replace(
+        b"data: [DONE]", b'data: {"error": {"message": "EngineDead"}}'
+    )
+    with pytest.raises(KitError, match="error event in the stream: EngineDead"):
+        _run(lambda r: httpx.Response(200, content=body))
+
+
 def test_http_error_names_the_url_and_status():
     with pytest.raises(KitError, match="answered 400"):
         _run(lambda r: httpx.Response(400, json={"error": "max_tokens too large"}))
@@ -108,8 +122,3 @@ def test_scrape_counters_reads_metrics_and_tolerates_absence():
 
     assert counter_total(asyncio.run(go(200)), GENERATION_TOKENS) == 7.0
     assert asyncio.run(go(404)) is None
-
-
-@pytest.mark.parametrize("url", ["http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"])
-def test_base_url_forms(url: str):
-    assert normalize_base_url(url) == "http://h:1"

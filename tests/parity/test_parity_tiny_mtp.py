@@ -27,7 +27,7 @@ MAX_TOKENS = "32"
 # sampling defaults off (cpu-spec-no-model-sampling-defaults); the "off" side gets the same, so that
 # speculation is the only difference.
 SAME_AS_MTP_SIDE = ("--set-b", "serving.enable_prefix_caching=false", "--set-b", "serving.speculative=null")
-GENERATION_CONFIG_VLLM = ("--set-b", 'serving.extra_args=["--generation-config", "vllm"]')
+GENERATION_CONFIG_VLLM = ("--set-b", "serving.generation_config=vllm")
 
 
 def test_agreeing_mtp_head_on_vs_off_is_identical(cpu_tiny_mtp_server, tiny_models, tmp_path):

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from serve.smoke.checks import CHECKS, SmokeOptions, build_context, run_suite
+from serve.smoke.checks import (
+    CHECKS,
+    CheckFailed,
+    SmokeOptions,
+    build_context,
+    judge_concurrency,
+    observe_running,
+    overlap_max_tokens,
+    run_suite,
+)
 from serve.smoke.cli import expectations_from_plan, read_plan
 from tests.support.require import need_vllm
 from tests.support.vllm_server import VllmServer, free_port
@@ -66,7 +75,9 @@ def test_every_plumbing_check_passes_on_cpu_vllm(dense_vllm: VllmServer, tmp_pat
     assert report["option_sources"]["max_num_seqs"] == "plan"
     # vLLM 0.32 names the field "reasoning" (older versions: "reasoning_content"); notice a change.
     assert results["reasoning"]["data"]["field"] == "reasoning"
-    assert results["concurrency"]["data"]["peak_overlap"] >= 2
+    # decided by the server's own gauge, sampled while the max_num_seqs (4) streams ran
+    concurrency = results["concurrency"]["data"]
+    assert concurrency["requests"] == 4 and concurrency["server_running_peak"] >= 2, concurrency
     assert results["unknown_model"]["detail"].startswith("HTTP 404")
     assert results["prompt_too_long"]["detail"].startswith("HTTP 400")
 
@@ -79,6 +90,22 @@ def test_quality_checks_fail_on_random_weights(dense_vllm: VllmServer) -> None:
     report = run_suite(ctx, only=["factual", "tool_round_trip"])
     ctx.close()
     assert [r.status for r in report.results] == ["fail", "fail"], report.results
+
+
+def test_concurrency_fails_when_the_requests_go_one_after_another(dense_vllm: VllmServer) -> None:
+    """The negative control of the concurrency check on the real server: the same requests sent one
+    after another (each stream finished before the next is sent) must fail it, from the server's own
+    vllm:num_requests_running, with no retry to rescue it."""
+    options = SmokeOptions(**expectations_from_plan(read_plan(dense_vllm.plan_file)))
+    ctx = build_context(dense_vllm.base_url, options=options)
+    try:
+        seen = observe_running(ctx, 4, overlap_max_tokens(options), at_once=False)
+    finally:
+        ctx.close()
+    assert not seen.errors and len(seen.outs) == 4
+    assert seen.running and max(seen.running) <= 1.0, seen.running
+    with pytest.raises(CheckFailed, match="one after another"):
+        judge_concurrency(seen, {})
 
 
 def test_plan_that_disagrees_with_the_server_fails(dense_vllm: VllmServer, tmp_path: Path) -> None:

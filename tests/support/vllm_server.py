@@ -3,25 +3,25 @@
     with VllmServer("cpu-tiny", model_dir, port=18010) as server:
         server.base_url, server.plan, server.log_text(), server.pid
 
-Started in its own process group; stopped with SIGTERM (then SIGKILL after a grace period). Waits for
-/health 200 AND /v1/models listing the model, and fails with the log's tail when vLLM dies first.
+Started in its own process group (serve.client.launched); stopped with SIGTERM to the group (then
+SIGKILL after a grace period). Waits for /health 200 AND /v1/models listing the model, and fails with
+the log's tail when vLLM dies first.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from serve.client.launched import LaunchedProcess, NotReady
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = float(os.environ.get("KIT_VLLM_START_TIMEOUT", "420"))
@@ -62,7 +62,7 @@ class VllmServer:
         self.plan_file = self.workdir / "plan.json"
         self.log_path = self.workdir / "vllm.log"
         self.engine = engine
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: LaunchedProcess | None = None
         self.ready_after_s: float | None = None
 
     # -- lifecycle
@@ -73,61 +73,39 @@ class VllmServer:
             argv += ["--set", item]
         return [*argv, "--plan-file", str(self.plan_file)]
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.process is None else self.process.proc
+
     def start(self) -> VllmServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")}
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
-        log = self.log_path.open("wb")
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        self.process = LaunchedProcess(self.argv, self.log_path, cwd=ROOT, env=env).start()
         try:
-            self._wait_ready()
+            self.ready_after_s = self.process.wait_ready(self._ready, START_TIMEOUT_S)
+        except NotReady as exc:
+            self.stop()
+            raise RuntimeError(f"vLLM did not become ready: {exc}") from None
         except BaseException:
             self.stop()
             raise
-        self.ready_after_s = time.monotonic() - started
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM exited with {self.proc.returncode} before it was ready; log tail:\n{self.log_tail()}"
-                )
-            try:
-                status, _ = http_get(f"{self.base_url}/health", timeout=2)
-                if status == 200:
-                    status, body = http_get(f"{self.base_url}/v1/models", timeout=5)
-                    if status == 200 and json.loads(body).get("data"):
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(1.0)
-        raise TimeoutError(f"vLLM not ready after {START_TIMEOUT_S:.0f} s; log tail:\n{self.log_tail()}")
+    def _ready(self) -> bool:
+        try:
+            status, _ = http_get(f"{self.base_url}/health", timeout=2)
+            if status == 200:
+                status, body = http_get(f"{self.base_url}/v1/models", timeout=5)
+                return status == 200 and bool(json.loads(body).get("data"))
+        except (OSError, ValueError):
+            pass
+        return False
 
     def stop(self, grace_s: float = 30.0) -> int | None:
-        """SIGTERM the process group; SIGKILL after ``grace_s``. Returns vLLM's exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self._reap_group()
-        return self.proc.returncode
-
-    def _reap_group(self) -> None:
-        # Workers vLLM spawned share the process group; none may outlive the test.
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGTERM the process group; SIGKILL after ``grace_s``. Returns vLLM's exit code (None when
+        it was never started); no process of the group is left when it returns."""
+        return None if self.process is None else self.process.stop(grace_s)
 
     def __enter__(self) -> VllmServer:
         return self.start()
