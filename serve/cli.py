@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("serve.commands.render", "print the vllm serve command a profile renders to, with reasons"),
     "launch": ("serve.commands.launch", "plan, validate with vLLM's own parser, write plan.json, exec vLLM"),
     "profiles": ("serve.commands.profiles", "list shipped profiles, GPUs and engines"),
+    "profile": ("serve.commands.profile", "print a profile merged (extends, SERVE_SET, --set) as YAML"),
     "docs": ("serve.commands.docs", "regenerate the profile reference (docs/profile-reference.md)"),
     "tiny-model": (
         "serve.checkpoint.tiny_model",
@@ -80,3 +82,29 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback (issue 16)
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        print(unexpected_error_line(exc, str(argv[0]) if argv else "serve"), file=sys.stderr)
+        return 1
+
+
+TRACEBACK_ENV = "KIT_TRACEBACK"
+
+
+def unexpected_error_line(exc: BaseException, command: str) -> str:
+    """One line for an exception no check anticipated: what it was, and how to get the traceback."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+    return (
+        f"error: {command}: unexpected {type(exc).__name__}{where}: {text or '(no message)'}; this is a bug "
+        f"in the kit or an input it does not check yet: rerun with {TRACEBACK_ENV}=1 for the traceback and "
+        "report it"
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from serve.launch import config_files, probes, target_gpu
-from serve.launch.layering import LoadedProfile, load_profile
+from serve.launch.layering import LoadedProfile
 from serve.launch.plan import Plan
+from serve.launch.planning import plan_for
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +46,5 @@ def build_plan(args: argparse.Namespace) -> tuple[LoadedProfile, Plan]:
         raise KitError(
             "no profile given: pass --profile NAME (python -m serve profiles lists them) or set SERVE_PROFILE"
         )
-    loaded = load_profile(args.profile, args.sets)
-    target = target_gpu.resolve(args.gpu, loaded)
-    engine = probes.engine_facts(args.engine)
-    model = probes.model_facts(loaded.profile.model, profile_source=config_files.display(loaded.path))
-    return loaded, target_gpu.plan_for(loaded, target, engine, model)
+    planned = plan_for(args.profile, sets=args.sets, gpu=args.gpu, engine=args.engine)
+    return planned.loaded, planned.plan

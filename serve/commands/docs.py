@@ -1,5 +1,6 @@
 """``python -m serve docs``: regenerate docs/profile-reference.md from the profile schema and the rule
-table. ``--check`` exits 1 when the file on disk is stale (CI runs it)."""
+table, and docs/plan-json.md from the plan document's model. ``--check`` exits 1 when a file on disk is
+stale (CI runs it)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from serve import atomic
-from serve.launch import config_files
+from serve.launch import config_files, plan_document
 from serve.launch.profile import Profile, _submodel
 from serve.launch.rules import rule_table_markdown
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "profile-reference.md"
+PLAN_JSON_DOCS = DOCS.with_name("plan-json.md")  # from serve/launch/plan_document.py
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +84,13 @@ def reference_markdown() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    text = reference_markdown()
+    generated = {args.out: reference_markdown(), PLAN_JSON_DOCS: plan_document.reference_markdown()}
     if args.check:
-        current = args.out.read_text() if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is stale: run python -m serve docs", file=sys.stderr)
-            return 1
-        return 0
-    atomic.write_text(args.out, text)
-    print(f"wrote {args.out}")
+        stale = [p for p, text in generated.items() if (p.read_text() if p.exists() else "") != text]
+        for path in stale:
+            print(f"{path} is stale: run python -m serve docs", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in generated.items():
+        atomic.write_text(path, text)
+        print(f"wrote {path}")
     return 0

@@ -63,19 +63,116 @@ def resolve(kind: str, name_or_path: str, *, option: str) -> Path:
     )
 
 
+MAX_FILE_BYTES = 1 << 20
+"""A profile or description is a few KiB; the engine descriptions, the largest, are under 40 KiB."""
+MAX_NODES = 100_000
+"""YAML nodes after alias expansion: a 559-byte alias bomb expands to billions and ran 84 s into a
+MemoryError before this bound (issue 16)."""
+MAX_DEPTH = 32
+"""Nesting depth of mappings and lists; a profile needs 4."""
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark: Any, first: Any) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.problem_mark, self.first_mark = key, mark, first
+
+
+class _KitLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last silently, so a
+    second ``serving:`` block replaced the first (and its host fell back to the default)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark, seen[key])
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def _bounded(node: yaml.Node) -> str | None:
+    """Why the node graph is too big or too deep once aliases are expanded, or None. Sizes are
+    memoised per node, so an alias bomb costs its unique nodes, not its expansion."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels")
+        if id(n) in sizes:
+            return sizes[id(n)]
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        if total > MAX_NODES:
+            raise _TooBig(f"more than {MAX_NODES:,} values once its aliases (*name) are expanded")
+        sizes[id(n)] = total
+        return total
+
+    try:
+        size(node, 0)
+    except _TooBig as exc:
+        return str(exc)
+    return None
+
+
+class _TooBig(Exception):
+    pass
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """YAML text -> data through the kit's loader (safe, duplicate keys refused, bounded expansion
+    and depth). ``source`` starts the error message (a file, ``--set KEY=...``)."""
+    loader: _KitLoader | None = None
+    try:
+        loader = _KitLoader(text)  # its reader refuses control characters already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problem = _bounded(node)
+        if problem:
+            raise KitError(f"{source}: refused: {problem}; write the values out plainly")
+        return loader.construct_document(node)
+    except _DuplicateKey as exc:
+        first = f" (first at line {exc.first_mark.line + 1})" if exc.first_mark else ""
+        raise KitError(
+            f"{source}: line {exc.problem_mark.line + 1}: duplicate key {exc.key!r}{first}; YAML would keep "
+            "only the last one silently: merge the two into one"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise KitError(f"{source}:{where} not valid YAML ({problem}); fix the syntax there") from None
+    except RecursionError:
+        raise KitError(f"{source}: refused: nested too deeply to parse; a profile needs 4 levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     shown = display(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise KitError(f"{shown}: cannot read ({exc.strerror}); check the path and its permissions") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise KitError(f"{shown}: larger than {MAX_FILE_BYTES >> 20} MiB; this is not a kit YAML file")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise KitError(f"{shown}:{where}: not valid YAML ({problem}); fix the syntax there") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise KitError(
+            f"{shown}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
+        ) from None
+    data = load_yaml_text(text, shown)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -86,7 +183,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def validation_message(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     """The first error of ``exc`` as one actionable line (and how many more there are)."""
     errors = exc.errors()
+    for error in errors:
+        error["loc"] = tuple(p for p in error["loc"] if not _is_union_tag(p))
     first = errors[0]
+    errors = [first] + [e for e in errors[1:] if e["loc"] != first["loc"]]
     key = ".".join(str(p) for p in first["loc"])
     value = first.get("input")
     kind = first["type"]
@@ -103,6 +203,15 @@ def validation_message(exc: ValidationError, model: type[BaseModel], source: str
         msg = f"{source}: {key} = {shown}: {first['msg']}"
     more = len(errors) - 1
     return msg + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+_UNION_TAGS = {"int", "str", "float", "bool", "none", "dict", "list", "constrained-int", "constrained-str"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union in the error location (``constrained-int``,
+    ``literal['auto']``); the user's key is the path without them."""
+    return isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("literal[", "function-")))
 
 
 def _short(value: Any) -> str:
@@ -124,8 +233,10 @@ def _known_keys(model: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields)
 
 
-def parse(model: type[BaseModel], data: dict[str, Any], source: str) -> Any:
+def parse(model: type[BaseModel], data: dict[str, Any], source: str, *, strict: bool = False) -> Any:
+    """``strict``: no coercion (``true`` is not 1, ``"8000"`` not 8000, ``2.0`` not 2), for what users
+    write; descriptions the kit generates keep pydantic's lax mode."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise KitError(validation_message(exc, model, source)) from None

