@@ -14,6 +14,8 @@ def serve(argv: Sequence[str]) -> int:
 
     from healthcheck.app import Sidecar, build_app
     from healthcheck.config import SettingsError, parse_settings
+    from healthcheck.redact import Redactor, install_log_redaction
+    from healthcheck.server import uvicorn_config
 
     try:
         settings = parse_settings(argv)
@@ -25,19 +27,10 @@ def serve(argv: Sequence[str]) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe call is noise
+    config = uvicorn_config(build_app(Sidecar(settings, api_key=api_key)), settings)
+    # uvicorn.Config has installed uvicorn's handlers by now: every handler redacts, ours included.
+    install_log_redaction(Redactor([api_key]))
     logging.getLogger("healthcheck").info("settings: %s", settings.redacted())
-    sidecar = Sidecar(settings, api_key=api_key)
-    config = uvicorn.Config(
-        build_app(sidecar),
-        host=settings.host,
-        port=settings.port,
-        lifespan="on",
-        log_level=settings.log_level.lower(),
-        access_log=False,  # Docker and Prometheus poll it every few seconds
-        # Bounded: a flood of scrapers gets 503s instead of unbounded memory.
-        limit_concurrency=128,
-        timeout_keep_alive=15,
-    )
     uvicorn.Server(config).run()
     return 0
 

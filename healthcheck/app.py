@@ -1,32 +1,31 @@
-"""The sidecar: two background loops (readiness probes; vLLM /metrics + GPU + plan readings) and a
-plain ASGI app serving /livez, /readyz and /metrics from their latest results.
+"""The sidecar: a probe loop (healthcheck.probe_loop) feeding sticky readiness and its metrics, a
+metrics loop (healthcheck.metrics_loop: vLLM /metrics, GPU, plan), and a plain ASGI app serving /livez,
+/readyz and /metrics from their latest results. Restarting vLLM is not the sidecar's job: the launcher
+in the vLLM container does it (healthcheck.watchdog), so no container needs the Docker socket.
 
 Requests never wait on vLLM: every endpoint answers from state in memory, so a hung vLLM cannot hang
-Docker's health check or a Prometheus scrape. Each loop awaits its own work before starting the next
-round, which is what makes "at most one probe in flight" true by construction."""
+Docker's health check or a Prometheus scrape."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import httpx
 from prometheus_client import make_asgi_app
 
-from healthcheck.autoheal import RESTART, WAIT_BACKOFF, WAIT_START_PERIOD, AutohealPolicy, DockerRestarter
-from healthcheck.bounded_http import ResponseTooLarge, read_capped
 from healthcheck.config import Settings
 from healthcheck.gpu import NvmlTelemetry
 from healthcheck.metrics import SidecarMetrics
+from healthcheck.metrics_loop import MetricsLoop
 from healthcheck.plan_info import PlanFile
 from healthcheck.probe import REASONS, Prober, ProbeResult
+from healthcheck.probe_loop import ProbeLoop
 from healthcheck.question import ProbeQuestion, resolve_question
 from healthcheck.readiness import Readiness
-from healthcheck.vllm_metrics import MetricsParseError, SpecDecodeWindow, parse_vllm_metrics
+from healthcheck.redact import redact_url
 
 log = logging.getLogger("healthcheck")
 
@@ -38,18 +37,13 @@ Send = Callable[[Message], Awaitable[None]]
 
 class Sidecar:
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        api_key: str | None = None,
-        gpu: NvmlTelemetry | None = None,
-        restarter: DockerRestarter | None = None,
+        self, settings: Settings, *, api_key: str | None = None, gpu: NvmlTelemetry | None = None
     ) -> None:
         self.settings = settings
+        self.shown_url = redact_url(settings.vllm_url)
         self.metrics = SidecarMetrics()
         self.readiness = Readiness(settings.failure_threshold, settings.success_threshold)
         self.plan = PlanFile(settings.plan_file)
-        self.window = SpecDecodeWindow(settings.spec_window_s)
         self.prober = Prober(
             settings.vllm_url,
             expected_model=self.expected_model,
@@ -60,36 +54,19 @@ class Sidecar:
             question=self.question,
             temperature=settings.probe_temperature,
         )
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._metrics_client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(settings.request_timeout_s),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            trust_env=False,
+        self.probe_loop = ProbeLoop(self._probe, self.record, interval_s=settings.probe_interval_s)
+        self.metrics_loop = MetricsLoop(
+            vllm_url=settings.vllm_url,
+            metrics=self.metrics,
+            plan=self.plan,
+            question=self.question,
+            api_key=api_key,
+            interval_s=settings.metrics_interval_s,
+            request_timeout_s=settings.request_timeout_s,
+            max_bytes=settings.metrics_max_bytes,
+            spec_window_s=settings.spec_window_s,
+            gpu=gpu if gpu is not None else (NvmlTelemetry() if settings.gpu else None),
         )
-        self.gpu = gpu if gpu is not None else (NvmlTelemetry() if settings.gpu else None)
-        self._gpu_busy = False
-        self.autoheal: AutohealPolicy | None = None
-        self.restarter = restarter
-        if settings.autoheal:
-            self.autoheal = AutohealPolicy(
-                failures_to_restart=settings.autoheal_failures,
-                backoff_s=settings.autoheal_backoff_s,
-                backoff_max_s=settings.autoheal_backoff_max_s,
-                start_period_s=settings.autoheal_start_period_s,
-                started_at=time.monotonic(),
-            )
-            if self.restarter is None:
-                assert settings.autoheal_container is not None  # Settings validated it
-                self.restarter = DockerRestarter(
-                    settings.autoheal_container,
-                    base_url=settings.docker_url,
-                    stop_timeout_s=settings.autoheal_stop_timeout_s,
-                    api_timeout_s=settings.autoheal_stop_timeout_s + 60,
-                )
-            self.metrics.autoheal_backoff.set(settings.autoheal_backoff_s)
-        self.metrics.autoheal_enabled.set(1 if settings.autoheal else 0)
-        self._restart_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def expected_model(self) -> str | None:
@@ -111,34 +88,38 @@ class Sidecar:
     async def start(self) -> None:
         self.plan.refresh()
         self._tasks = [
-            asyncio.create_task(self._probe_loop(), name="healthcheck-probe"),
-            asyncio.create_task(self._metrics_loop(), name="healthcheck-metrics"),
+            asyncio.create_task(self.probe_loop.run(), name="healthcheck-probe"),
+            asyncio.create_task(self.metrics_loop.run(), name="healthcheck-metrics"),
         ]
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *([self._restart_task] if self._restart_task else [])]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.prober.aclose()
-        await self._metrics_client.aclose()
-        if self.gpu is not None:
-            self.gpu.close()
-        if self.restarter is not None:
-            self.restarter.close()
+        await self.metrics_loop.aclose()
 
     def alive(self) -> bool:
         """False when a loop died: then the sidecar reports stale state and should be restarted."""
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     # --- readiness probes ----------------------------------------------------------------------
-    async def probe_once(self) -> ProbeResult:
-        m = self.metrics
-        m.probes_in_flight.inc()
+    async def _probe(self) -> ProbeResult:
+        self.metrics.probes_in_flight.inc()
         try:
-            result = await self.prober.run()
+            return await self.prober.run()
         finally:
-            m.probes_in_flight.dec()
+            self.metrics.probes_in_flight.dec()
+
+    async def probe_once(self) -> ProbeResult:
+        return await self.probe_loop.once()
+
+    async def metrics_once(self) -> None:
+        await self.metrics_loop.once()
+
+    def record(self, result: ProbeResult) -> None:
+        """One probe outcome into sticky readiness, the metrics and the log."""
+        m = self.metrics
         changed = self.readiness.record(result)
         m.probes.labels(result.reason).inc()
         for reason in REASONS:
@@ -154,7 +135,7 @@ class Sidecar:
             if self.readiness.ready:
                 log.info(
                     "READY: %s answers (model %s; answer check %s): %r",
-                    self.settings.vllm_url,
+                    self.shown_url,
                     result.model,
                     result.answer_check,
                     result.sample[:80],
@@ -168,142 +149,6 @@ class Sidecar:
                 result.reason,
                 result.detail,
             )
-        if self.autoheal is not None:
-            self._autoheal_step(result)
-        return result
-
-    async def _probe_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.settings.probe_interval_s
-        next_start = loop.time()
-        while True:
-            await asyncio.sleep(max(0.0, next_start - loop.time()))
-            started = loop.time()
-            try:
-                await self.probe_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in bookkeeping must not end readiness probing for good
-                log.exception("probe bookkeeping failed")
-            # Fixed rate while probes are fast; after one that overran the interval (a hung server held
-            # it until the deadline), the next starts at once: never a burst of catch-up probes.
-            next_start = max(started + interval, loop.time())
-
-    # --- autoheal ------------------------------------------------------------------------------
-    def _autoheal_step(self, result: ProbeResult) -> None:
-        assert self.autoheal is not None
-        now = time.monotonic()
-        decision = self.autoheal.observe(result.ok, now)
-        if decision is None:
-            return
-        m = self.metrics
-        if self._restart_task is not None and not self._restart_task.done():
-            m.autoheal_held.labels("in_progress").inc()
-            return
-        if decision == WAIT_BACKOFF:
-            m.autoheal_held.labels("backoff").inc()
-            log.info(
-                "autoheal: %d failures in a row, restart held by back-off for %.0f s more",
-                self.autoheal.failures,
-                self.autoheal.seconds_until_allowed(now),
-            )
-            return
-        if decision == WAIT_START_PERIOD:
-            m.autoheal_held.labels("start_period").inc()
-            return
-        assert decision == RESTART
-        self.autoheal.restarted(now)
-        m.autoheal_backoff.set(self.autoheal.current_backoff_s)
-        log.warning(
-            "autoheal: restarting container %s after %d failed probes (last: %s: %s)",
-            self.settings.autoheal_container,
-            self.settings.autoheal_failures,
-            result.reason,
-            result.detail,
-        )
-        self._restart_task = asyncio.create_task(self._restart(), name="healthcheck-autoheal")
-
-    async def _restart(self) -> None:
-        assert self.restarter is not None
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self.restarter.restart), self.restarter.api_timeout_s)
-        except Exception as exc:
-            self.metrics.autoheal_restarts.labels("error").inc()
-            log.error(
-                "autoheal: restart of %s failed: %s: %s", self.restarter.container, type(exc).__name__, exc
-            )
-        else:
-            self.metrics.autoheal_restarts.labels("ok").inc()
-            log.warning("autoheal: container %s restarted", self.restarter.container)
-
-    # --- vLLM /metrics, GPU, plan --------------------------------------------------------------
-    async def metrics_once(self) -> None:
-        self.plan.refresh()
-        labels, question = self.plan.labels, self.question()
-        check = question.answer_check
-        self.metrics.readings.plan = None if labels is None else {**labels, "answer_check": check}
-        self.metrics.answer_check_enabled.set(0 if question.expect is None else 1)
-        await self._read_vllm_metrics()
-        await self._read_gpu()
-
-    async def _read_vllm_metrics(self) -> None:
-        url = self.settings.vllm_url.rstrip("/") + "/metrics"
-        readings, m = self.metrics.readings, self.metrics
-        try:
-
-            async def fetch() -> bytes:
-                async with self._metrics_client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise httpx.HTTPStatusError(
-                            f"HTTP {response.status_code}", request=response.request, response=response
-                        )
-                    return await read_capped(response, self.settings.metrics_max_bytes)
-
-            body = await asyncio.wait_for(fetch(), self.settings.request_timeout_s)
-            # Parsing a large body is CPU work; off the event loop it cannot delay a scrape of ours.
-            snapshot = await asyncio.to_thread(parse_vllm_metrics, body.decode("utf-8", errors="replace"))
-        except (httpx.HTTPError, asyncio.TimeoutError, ResponseTooLarge, MetricsParseError) as exc:
-            log.debug("vLLM /metrics unavailable: %s: %s", type(exc).__name__, exc)
-            m.vllm_metrics_up.set(0)
-            readings.vllm = None  # stale queue depth or KV usage would mislead more than no value
-            return
-        m.vllm_metrics_up.set(1)
-        readings.vllm = snapshot
-        if snapshot.spec is None:
-            self.window.clear()
-            readings.spec = None
-        else:
-            self.window.add(time.monotonic(), snapshot.spec)
-            readings.spec = self.window.derived()
-
-    async def _read_gpu(self) -> None:
-        if self.gpu is None or not self.gpu.available or self._gpu_busy:
-            return  # _gpu_busy: an NVML call stuck in a wedged driver holds its thread; never add more
-        self._gpu_busy = True
-        task = asyncio.ensure_future(asyncio.to_thread(self.gpu.sample))
-
-        def done(_: Any) -> None:
-            self._gpu_busy = False
-
-        task.add_done_callback(done)
-        try:
-            self.metrics.readings.gpus = await asyncio.wait_for(asyncio.shield(task), 5.0)
-        except asyncio.TimeoutError:
-            log.warning("NVML did not answer within 5 s; GPU telemetry is stale")
-            self.metrics.readings.gpus = []
-        except Exception as exc:
-            log.warning("NVML query failed: %s", exc)
-            self.metrics.readings.gpus = []
-
-    async def _metrics_loop(self) -> None:
-        while True:
-            try:
-                await self.metrics_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading vLLM metrics failed")
-            await asyncio.sleep(self.settings.metrics_interval_s)
 
 
 # --- the ASGI app ------------------------------------------------------------------------------
@@ -365,7 +210,7 @@ def build_app(sidecar: Sidecar) -> Callable[[Scope, Receive, Send], Awaitable[No
             await _send_json(
                 send,
                 200,
-                {"endpoints": ["/livez", "/readyz", "/metrics"], "vllm_url": sidecar.settings.vllm_url},
+                {"endpoints": ["/livez", "/readyz", "/metrics"], "vllm_url": sidecar.shown_url},
                 head,
             )
         else:

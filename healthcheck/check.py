@@ -1,6 +1,6 @@
 """``python -m healthcheck check``: Docker's HEALTHCHECK. Exits 0 when the sidecar's /readyz says ready,
-1 otherwise (not ready, sidecar down, timeout). Standard library only, so it starts fast inside the
-container every few seconds."""
+1 otherwise (not ready, sidecar down, timeout). Standard library only (it imports no other module of
+the sidecar), so it starts fast inside the container every few seconds."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
-from healthcheck.config import env_name
+from healthcheck import ENV_PREFIX
 
 
 def _default_url() -> str:
-    port = os.environ.get(env_name("port"), "8889")
+    port = os.environ.get(ENV_PREFIX + "PORT", "8889")
     return f"http://127.0.0.1:{port}/readyz"
 
 

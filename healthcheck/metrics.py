@@ -179,27 +179,5 @@ class SidecarMetrics:
             "1 when the latest read of vLLM's /metrics succeeded.",
             registry=reg,
         )
-        self.autoheal_enabled = Gauge(
-            "healthcheck_autoheal_enabled", "1 when autoheal may restart the vLLM container.", registry=reg
-        )
-        self.autoheal_restarts = Counter(
-            "healthcheck_autoheal_restarts",
-            "vLLM container restarts autoheal attempted, by result.",
-            ["result"],
-            registry=reg,
-        )
-        for result in ("ok", "error"):
-            self.autoheal_restarts.labels(result)
-        self.autoheal_held = Counter(
-            "healthcheck_autoheal_held",
-            "Probes past the failure threshold where a guard held the restart back.",
-            ["guard"],
-            registry=reg,
-        )
-        for guard in ("backoff", "start_period", "in_progress"):
-            self.autoheal_held.labels(guard)
-        self.autoheal_backoff = Gauge(
-            "healthcheck_autoheal_backoff_seconds", "Current least gap between two restarts.", registry=reg
-        )
         self.readings = Readings()
         reg.register(_ReadingsCollector(self.readings))

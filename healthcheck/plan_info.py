@@ -2,8 +2,10 @@
 and the readiness block (the probe's question and expected answer, healthcheck.question).
 
 The sidecar may start before the launcher has written the file, and a restarted launcher rewrites it,
-so it is re-read whenever its modification time or size changes. Missing keys (older files) become
-empty label values; extra keys (newer files) are ignored."""
+so it is re-read whenever its modification time or size changes. It is parsed through the one model of
+the document (serve.launch.plan_document): missing keys (older files) become empty label values, extra
+keys (newer files) are ignored, and a value of the wrong type makes the file unreadable (logged; the last
+good reading stays)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from healthcheck.question import resolve_question
+from serve.errors import KitError
+from serve.launch.plan_document import Facts, GpuRecord, PlanDocument, Settings, parse
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +40,32 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def plan_labels(plan: dict[str, Any]) -> dict[str, str]:
-    """Label values of the info metric from a parsed plan."""
-    settings = plan.get("settings") if isinstance(plan.get("settings"), dict) else {}
-    facts = plan.get("facts") if isinstance(plan.get("facts"), dict) else {}
-    engine = facts.get("engine") if isinstance(facts.get("engine"), dict) else {}
-    gpu = facts.get("gpu") if isinstance(facts.get("gpu"), dict) else {}
-    gpu_name = _text(gpu.get("name"))
-    if gpu_name and isinstance(gpu.get("count"), int) and gpu["count"] > 1:
-        gpu_name = f"{gpu['count']}x {gpu_name}"
+def plan_labels(plan: PlanDocument | dict[str, Any]) -> dict[str, str]:
+    """Label values of the info metric from a plan (a parsed JSON object is parsed through the model)."""
+    doc = plan if isinstance(plan, PlanDocument) else parse(plan, "plan")
+    settings = doc.settings or Settings()
+    facts = doc.facts or Facts()
+    gpu = facts.gpu or GpuRecord()
+    gpu_name = _text(gpu.name)
+    if gpu_name and gpu.count is not None and gpu.count > 1:
+        gpu_name = f"{gpu.count}x {gpu_name}"
     return {
-        "profile": _text(plan.get("profile")),
-        "served_model_name": _text(plan.get("served_model_name") or plan.get("model")),
-        "kv_cache_dtype": _text(settings.get("kv_cache_dtype")),
-        "speculative_method": _text(settings.get("speculative_method")),
-        "num_speculative_tokens": _text(settings.get("num_speculative_tokens")),
-        "cudagraph_mode": _text(settings.get("cudagraph_mode")),
-        "vllm_version": _text(engine.get("version")),
+        "profile": _text(doc.profile),
+        "served_model_name": _text(doc.served_model_name or doc.model),
+        "kv_cache_dtype": _text(settings.kv_cache_dtype),
+        "speculative_method": _text(settings.speculative_method),
+        "num_speculative_tokens": _text(settings.num_speculative_tokens),
+        "cudagraph_mode": _text(settings.cudagraph_mode),
+        "vllm_version": _text(facts.engine.version if facts.engine else None),
         "gpu": gpu_name,
-        "gpu_origin": _text(gpu.get("origin")),
+        "gpu_origin": _text(gpu.origin),
         "answer_check": resolve_question(
             prompt=None,
             max_tokens=None,
             extra_body=None,
             expect=None,
             expect_off=None,
-            plan_block=plan.get("readiness"),
+            plan_block=doc.readiness,
         ).answer_check,
     }
 
@@ -92,13 +96,11 @@ class PlanFile:
         try:
             if st.st_size > _MAX_PLAN_BYTES:
                 raise ValueError(f"larger than {_MAX_PLAN_BYTES} bytes")
-            plan = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(plan, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
+            plan = parse(json.loads(self.path.read_text(encoding="utf-8")), str(self.path))
+        except (OSError, ValueError, KitError) as exc:
             log.warning("plan file %s unreadable (%s); plan info metric unchanged", self.path, exc)
             return
         self.labels = plan_labels(plan)
         self.served_model_name = self.labels["served_model_name"] or None
-        self.readiness = plan.get("readiness")
+        self.readiness = plan.readiness
         log.info("plan file %s: %s", self.path, self.labels)

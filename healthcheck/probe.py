@@ -18,12 +18,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
 from healthcheck.bounded_http import ResponseTooLarge, iter_lines_capped, read_capped
 from healthcheck.question import ProbeQuestion
+from healthcheck.redact import Redactor
+from serve.client import sse
+from serve.client.endpoint import normalize_base_url
+from serve.client.sse import error_message
 from serve.launch.detectors import degeneration_reason
 
 log = logging.getLogger(__name__)
@@ -87,55 +90,19 @@ def parse_model_ids(body: bytes) -> list[str]:
     return ids
 
 
-def _delta_text(choice: dict[str, Any], key: str) -> str:
-    part = choice.get(key)
-    if not isinstance(part, dict):
-        return ""
-    # The reasoning parser moves thinking out of "content" (the field is "reasoning_content" in older
-    # vLLM, "reasoning" in newer); a tiny max_tokens often ends inside the thinking, so count both.
-    texts = [part.get(k) for k in ("content", "reasoning_content", "reasoning")]
-    return "".join(t for t in texts if isinstance(t, str))
+# The probe judges ChatStream.text, content and reasoning together: a tiny max_tokens often ends
+# inside the thinking that a reasoning parser moves out of "content".
+_STREAM_REASONS = {"malformed": "malformed_response", "server_error": "request_failed"}
 
 
-def _error_message(doc: Any) -> str | None:
-    if isinstance(doc, dict) and "error" in doc:
-        err = doc["error"]
-        msg = err.get("message") if isinstance(err, dict) else err
-        return str(msg)[:300]
-    return None
+class ChatStream(sse.ChatStream):
+    """The shared chat-stream parser (serve.client.sse), its faults as the probe's reasons."""
 
-
-class ChatStream:
-    """Accumulates a streamed chat completion from its server-sent event lines."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.done = False
-        self.first_text_at: float | None = None
-
-    def feed(self, line: str, now: float) -> None:
-        if not line.startswith("data:"):
-            return  # blank separators, comments, "event:" lines
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            self.done = True
-            return
+    def feed(self, line: str, now: float = 0.0) -> sse.ChatChunk | None:
         try:
-            doc = json.loads(payload)
-        except json.JSONDecodeError as exc:
-            raise ProbeFailure("malformed_response", f"event is not JSON: {payload[:120]!r}") from exc
-        err = _error_message(doc)
-        if err is not None:
-            raise ProbeFailure("request_failed", f"error event in the stream: {err}")
-        choices = doc.get("choices") if isinstance(doc, dict) else None
-        if not isinstance(choices, list):
-            raise ProbeFailure("malformed_response", f"event without 'choices': {payload[:120]!r}")
-        for choice in choices:
-            if isinstance(choice, dict):
-                piece = _delta_text(choice, "delta")
-                if piece and self.first_text_at is None:
-                    self.first_text_at = now
-                self.text += piece
+            return super().feed(line, now)
+        except sse.StreamError as exc:
+            raise ProbeFailure(_STREAM_REASONS[exc.kind], exc.detail) from exc
 
 
 def parse_chat_json(body: bytes) -> str:
@@ -144,13 +111,13 @@ def parse_chat_json(body: bytes) -> str:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProbeFailure("malformed_response", f"completion is not JSON: {exc}") from exc
-    err = _error_message(doc)
+    err = error_message(doc)
     if err is not None:
         raise ProbeFailure("request_failed", f"completion error: {err}")
     choices = doc.get("choices") if isinstance(doc, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ProbeFailure("malformed_response", "completion has no choices")
-    return _delta_text(choices[0], "message")
+    return "".join(sse.message_parts(choices[0].get("message")))
 
 
 def _status_failure(stage: str, response: httpx.Response, body: bytes) -> ProbeFailure:
@@ -161,7 +128,7 @@ def _status_failure(stage: str, response: httpx.Response, body: bytes) -> ProbeF
             "VLLM_API_KEY or HEALTHCHECK_API_KEY_FILE to the key vLLM was started with",
         )
     try:
-        msg = _error_message(json.loads(body))
+        msg = error_message(json.loads(body))
     except (json.JSONDecodeError, UnicodeDecodeError):
         msg = None
     shown = msg or body[:200].decode("utf-8", errors="replace")
@@ -184,13 +151,16 @@ class Prober:
         question: Callable[[], ProbeQuestion],
         temperature: float,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = normalize_base_url(base_url, where="--vllm-url")
         self.expected_model = expected_model
         self.deadline_s = deadline_s
         self.max_response_bytes = max_response_bytes
         self.question = question  # asked per probe: the plan file may appear or change meanwhile
         self.temperature = temperature
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # An engine error may quote the request back (its Authorization header): details are shown on
+        # /readyz and logged, so the key and anything shaped like a credential are taken out.
+        self._redact = Redactor([api_key]).text
         # One connection is all a sequential probe needs; the cap makes a leak show up as an error
         # rather than as a growing number of sockets into a frozen server.
         self._client = httpx.AsyncClient(
@@ -246,12 +216,12 @@ class Prober:
     def _fail(self, start: float, reason: str, detail: str) -> ProbeResult:
         return ProbeResult(
             reason=reason,
-            detail=detail,
+            detail=self._redact(detail),
             stage=self._stage,
             engine_reachable=self._reachable,
             model=self._model,
             total_s=time.monotonic() - start,
-            sample=self._sample,
+            sample=self._redact(self._sample),
             answer_check=self._answer_check,
         )
 

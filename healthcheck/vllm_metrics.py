@@ -12,12 +12,11 @@ per-position acceptance = accepted at position p / drafts. Counters are summed o
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from serve.client import metrics
+from serve.client.metrics import MetricsParseError as MetricsParseError  # what parse_vllm_metrics raises
 from serve.launch.spec_decode import acceptance
 
 _SPEC = "vllm:spec_decode_"
@@ -29,10 +28,6 @@ _WANTED_PREFIXES = (
 )
 
 
-class MetricsParseError(ValueError):
-    pass
-
-
 @dataclass(frozen=True)
 class SpecCounters:
     drafts: float
@@ -40,15 +35,19 @@ class SpecCounters:
     accepted: float
     accepted_per_pos: dict[int, float] = field(default_factory=dict)
 
+    def as_snapshot(self) -> metrics.Snapshot:
+        return {
+            metrics.SPEC_DRAFTS: {frozenset(): self.drafts},
+            metrics.SPEC_DRAFT_TOKENS: {frozenset(): self.draft_tokens},
+            metrics.SPEC_ACCEPTED: {frozenset(): self.accepted},
+            metrics.SPEC_ACCEPTED_PER_POS: {
+                frozenset({("position", str(p))}): v for p, v in self.accepted_per_pos.items()
+            },
+        }
+
     def decreased_since(self, older: SpecCounters) -> bool:
         """A counter went down: vLLM restarted, and its counters began again from zero."""
-        pairs = [
-            (self.drafts, older.drafts),
-            (self.draft_tokens, older.draft_tokens),
-            (self.accepted, older.accepted),
-            *((self.accepted_per_pos.get(p, 0.0), v) for p, v in older.accepted_per_pos.items()),
-        ]
-        return any(new < old for new, old in pairs)
+        return metrics.first_decrease(older.as_snapshot(), self.as_snapshot()) is not None
 
 
 @dataclass(frozen=True)
@@ -59,38 +58,15 @@ class VllmSnapshot:
     spec: SpecCounters | None = None  # None when speculative decoding is off
 
 
-def _wanted_lines(text: str) -> str:
-    # vLLM exports ~100 families with histogram buckets; parsing only the lines we use keeps a scrape
-    # of a large /metrics cheap. HELP/TYPE lines of other families are dropped with their samples.
-    keep = []
-    for line in text.splitlines():
-        is_comment = line.startswith(("# TYPE ", "# HELP "))
-        if line.startswith(_WANTED_PREFIXES) or (is_comment and line[7:].startswith(_WANTED_PREFIXES)):
-            keep.append(line)
-    return "\n".join(keep) + "\n"
-
-
 def parse_vllm_metrics(text: str) -> VllmSnapshot:
     """The series the sidecar uses, from vLLM's /metrics text. Raises MetricsParseError on text that
     is not Prometheus exposition format."""
-    sums: dict[str, float] = {}
+    snapshot = metrics.parse_metrics(text, prefixes=_WANTED_PREFIXES)
+    sums = metrics.totals(snapshot)
     per_pos: dict[int, float] = {}
-    try:
-        for family in text_string_to_metric_families(_wanted_lines(text)):
-            for sample in family.samples:
-                value = float(sample.value)
-                if math.isnan(value):
-                    continue
-                if sample.name == _SPEC + "num_accepted_tokens_per_pos_total":
-                    try:
-                        pos = int(sample.labels.get("position", ""))
-                    except ValueError:
-                        continue
-                    per_pos[pos] = per_pos.get(pos, 0.0) + value
-                else:
-                    sums[sample.name] = sums.get(sample.name, 0.0) + value
-    except (ValueError, TypeError, IndexError) as exc:
-        raise MetricsParseError(f"vLLM /metrics is not Prometheus text: {exc}") from exc
+    for pos, value in metrics.by_label(snapshot, metrics.SPEC_ACCEPTED_PER_POS, "position").items():
+        if pos.isdigit():
+            per_pos[int(pos)] = value
 
     spec = None
     if _SPEC + "num_drafts_total" in sums:

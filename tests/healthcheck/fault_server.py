@@ -44,6 +44,7 @@ MODES = (
     "hang",  # accepts, never answers
     "slow_drip",  # headers, then one byte every 0.5 s forever
     "down_chat",  # /health and /v1/models fine, /v1/chat/completions 500
+    "echo_auth",  # /v1/chat/completions 500 with an error that echoes the request's Authorization header
 )
 # Rates per second of the fake spec-decode counters: n=3 MTP with per-position acceptance
 # 0.85 / 0.63 / 0.44 (the figures users report for Qwen3.6 on an RTX 5090).
@@ -65,6 +66,7 @@ class FaultServer(ThreadingHTTPServer):
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         self.requests: dict[str, int] = {}
+        self.unauthorized_requests = 0  # requests refused in mode "unauthorized" (a missing or wrong key)
         self._thread: threading.Thread | None = None
 
     # --- bookkeeping used by the tests -------------------------------------------------------------
@@ -225,7 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         if self.server.mode != "unauthorized":
             return True
-        return self.headers.get("Authorization") == f"Bearer {self.server.api_key}"
+        ok = self.headers.get("Authorization") == f"Bearer {self.server.api_key}"
+        if not ok:
+            with self.server._lock:
+                self.server.unauthorized_requests += 1
+        return ok
 
     def _get(self, path: str) -> None:
         mode = self.server.mode
@@ -239,6 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/health":
             self._send(500 if mode == "health_500" else 200, b"")
         elif path == "/metrics":
+            if not self._authorized():
+                self._send(401, b'{"error": "Unauthorized"}')
+                return
             self._send(200, self.server.metrics_text().encode(), "text/plain; version=0.0.4")
         elif path == "/v1/models":
             if not self._authorized():
@@ -271,6 +280,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self._authorized():
             self._send(401, b'{"error": "Unauthorized"}')
+            return
+        if mode == "echo_auth":
+            # An engine (or proxy) error that quotes the request back, key included.
+            echoed = {"message": f"bad request; headers: Authorization: {self.headers.get('Authorization')}"}
+            self._send(400, json.dumps({"error": echoed}).encode())
             return
         if mode == "down_chat":
             self._send(500, b'{"error": {"message": "EngineCore died", "type": "InternalServerError"}}')

@@ -1,5 +1,5 @@
 """Unit tests of the sidecar's pure parts: settings, vLLM metrics parsing, the spec-decode window,
-sticky readiness, chat stream parsing and degenerate detection, the autoheal policy, plan labels."""
+sticky readiness, chat stream parsing and degenerate detection, plan labels (the restart policy: test_watchdog.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from healthcheck.autoheal import RESTART, WAIT_BACKOFF, WAIT_START_PERIOD, AutohealPolicy
 from healthcheck.config import Settings, SettingsError, parse_settings
 from healthcheck.plan_info import PLAN_LABELS, PlanFile, plan_labels
 from healthcheck.probe import (
@@ -258,64 +257,17 @@ def test_degenerate_detection_through_the_shared_detector(text: str, degenerate:
     assert (degeneration_reason(text) is not None) is degenerate
 
 
-# --- autoheal policy ---------------------------------------------------------------------------
-def _policy(**kw: float) -> AutohealPolicy:
-    args = {
-        "failures_to_restart": 3,
-        "backoff_s": 100.0,
-        "backoff_max_s": 350.0,
-        "start_period_s": 1000.0,
-        "started_at": 0.0,
-    }
-    args.update(kw)
-    return AutohealPolicy(**args)  # type: ignore[arg-type]
-
-
-def test_autoheal_restarts_after_n_failures_of_a_server_that_was_ready() -> None:
-    p = _policy()
-    assert p.observe(True, 1.0) is None
-    assert [p.observe(False, t) for t in (2.0, 3.0)] == [None, None]
-    assert p.observe(False, 4.0) == RESTART
-    p.restarted(4.0)
-    assert p.failures == 0
-
-
-def test_autoheal_back_off_holds_and_doubles_while_restarts_do_not_heal() -> None:
-    p = _policy(start_period_s=0.0)
-    p.observe(True, 0.0)
-    decisions = []
-    for t in range(1, 1000):
-        d = p.observe(False, float(t))
-        decisions.append((t, d))
-        if d == RESTART:
-            p.restarted(float(t))
-    restarts = [t for t, d in decisions if d == RESTART]
-    # First after 3 failures; then 100 s, then 200 s, then capped at 350 s.
-    assert restarts == [3, 103, 303, 653, 1003][: len(restarts)] and len(restarts) == 4
-    assert any(d == WAIT_BACKOFF for _, d in decisions)
-    p.observe(True, 1000.0)
-    assert p.current_backoff_s == 100.0  # healed: back to the base
-
-
-def test_autoheal_start_period_spares_a_cold_start() -> None:
-    p = _policy(start_period_s=300.0)
-    assert [p.observe(False, float(t)) for t in (10, 20, 30)] == [None, None, WAIT_START_PERIOD]
-    assert p.observe(False, 301.0) == RESTART  # never came up within the start period
-
-
 # --- settings ----------------------------------------------------------------------------------
 def test_settings_from_env_and_flags_flag_wins(tmp_path: Path) -> None:
     env = {
         "HEALTHCHECK_PORT": "18399",
-        "HEALTHCHECK_AUTOHEAL": "true",
-        "HEALTHCHECK_AUTOHEAL_CONTAINER": "vllm",
+        "HEALTHCHECK_MODEL": "vllm",
         "HEALTHCHECK_PROBE_INTERVAL_S": "2.5",
         "HEALTHCHECK_PLAN_FILE": str(tmp_path / "p.json"),
     }
     s = parse_settings(["--port", "18398", "--no-gpu"], env)
-    assert (s.port, s.autoheal, s.autoheal_container, s.probe_interval_s, s.gpu) == (
+    assert (s.port, s.model, s.probe_interval_s, s.gpu) == (
         18398,
-        True,
         "vllm",
         2.5,
         False,
@@ -327,8 +279,9 @@ def test_settings_from_env_and_flags_flag_wins(tmp_path: Path) -> None:
     ("argv", "env", "message"),
     [
         (["--port", "x"], {}, "--port"),
-        ([], {"HEALTHCHECK_AUTOHEAL": "maybe"}, "HEALTHCHECK_AUTOHEAL"),
-        (["--autoheal"], {}, "HEALTHCHECK_AUTOHEAL_CONTAINER"),
+        ([], {"HEALTHCHECK_GPU": "maybe"}, "HEALTHCHECK_GPU"),
+        (["--autoheal"], {}, "SERVE_WATCHDOG"),
+        ([], {"HEALTHCHECK_HEADER_TIMEOUT_S": "0"}, "HEALTHCHECK_HEADER_TIMEOUT_S = 0.0 must be > 0"),
         (["--probe-extra-body", "[1]"], {}, "JSON object"),
         (["--vllm-url", "localhost:8000"], {}, "http://"),
         (["--probe-expect", "(?i)(paris"], {}, "--probe-expect / HEALTHCHECK_PROBE_EXPECT .* not a valid"),
@@ -352,6 +305,11 @@ def test_api_key_precedence_and_file(tmp_path: Path) -> None:
     assert s.resolve_api_key({"VLLM_API_KEY": "from-vllm-env"}) == "from-vllm-env"
     assert Settings(api_key="direct", api_key_file=key_file).resolve_api_key({}) == "direct"
     assert Settings(api_key="direct").redacted()["api_key"] == "***"
+    shown = Settings(
+        vllm_url="http://u:pw@h:1", probe_extra_body='{"api_key": "sk-x", "chat_template_kwargs": {}}'
+    ).redacted()
+    assert shown["vllm_url"] == "http://[redacted]@h:1"
+    assert json.loads(shown["probe_extra_body"]) == {"api_key": "[redacted]", "chat_template_kwargs": {}}
     with pytest.raises(SettingsError, match="cannot read"):
         Settings(api_key_file=tmp_path / "missing").resolve_api_key({})
 
@@ -510,3 +468,29 @@ def test_routes_before_the_loops_run() -> None:
     assert r["metrics"].status_code == 200 and "healthcheck_ready 0.0" in r["metrics"].text
     assert "_created" not in r["metrics"].text
     assert r["missing"].status_code == 404 and r["post"].status_code == 405
+
+
+# --- redaction ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("upstream said: Authorization: Bearer abc.def-123 was refused", "abc.def-123"),
+        ('{"headers": {"authorization": "Basic dXNlcjpwYXNz"}}', "dXNlcjpwYXNz"),
+        ("bad key sk-proj-AAAAAAAAAAAAAAAAAAAA", "sk-proj-AAAAAAAAAAAAAAAAAAAA"),
+        ('{"api_key": "k-123456", "max_tokens": 32}', "k-123456"),
+        ("GET http://bob:hunter2@proxy:3128/v1", "hunter2"),
+        ("the configured key my-own-key-42 leaked", "my-own-key-42"),
+    ],
+)
+def test_redactor_removes_credentials(text: str, secret: str) -> None:
+    from healthcheck.redact import Redactor
+
+    out = Redactor(["my-own-key-42"]).text(text)
+    assert secret not in out and "[redacted]" in out, out
+
+
+def test_redactor_leaves_ordinary_text() -> None:
+    from healthcheck.redact import Redactor
+
+    text = "/v1/chat/completions: HTTP 500: EngineCore died; max_tokens 32, temperature 0"
+    assert Redactor(["my-own-key-42"]).text(text) == text
