@@ -14,8 +14,9 @@ FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Extras of this project to install: gpu (NVML telemetry), download (huggingface_hub), docker (autoheal).
-ARG KIT_EXTRAS=gpu,download,docker
+# Extras of this project to install: gpu (NVML telemetry), download (huggingface_hub). Not docker: no
+# service talks to the Docker API (restarts come from inside the vLLM container).
+ARG KIT_EXTRAS=gpu,download
 ARG KIT_UID=1000
 ARG KIT_GID=1000
 
@@ -42,17 +43,19 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY serve/ serve/
 COPY healthcheck/ healthcheck/
-# The base image's packages are frozen as constraints: installing the kit must never move vLLM's own
-# pins (torch, transformers, pydantic...). Lines with direct URLs cannot be constraints; skip them.
+COPY docker/kit-pins.txt docker/install-pinned.py /tmp/kit-install/
+# Every version fixed: the base image's packages are frozen as constraints (installing the kit must never
+# move vLLM's own pins: torch, transformers, pydantic...), what the base lacks comes at the exact version
+# in docker/kit-pins.txt, and the build fails if anything else gets added (docker/install-pinned.py).
 # PIP_BREAK_SYSTEM_PACKAGES: the vLLM image installs into the system Python on purpose; a venv base ignores it.
-RUN python3 -m pip freeze --all | grep -v -e ' @ ' -e '^-e ' > /tmp/base-constraints.txt \
- && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c /tmp/base-constraints.txt ".[${KIT_EXTRAS}]" \
- && rm -rf /tmp/base-constraints.txt build ./*.egg-info \
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 /tmp/kit-install/install-pinned.py /tmp/kit-install/kit-pins.txt ".[${KIT_EXTRAS}]" \
+ && rm -rf /tmp/kit-install build ./*.egg-info \
  && python3 -c "import serve, healthcheck"
 
 COPY config/ config/
 COPY docker/entrypoint.sh /usr/local/bin/kit-entrypoint
 COPY docker/vllm-health.py /usr/local/bin/kit-vllm-health
+COPY docker/kit-secrets.py /usr/local/bin/kit-secrets
 
 # A non-root user owns the cache, model and plan directories; named volumes mounted there start with
 # this ownership. (useradd is skipped when the base already has the uid, e.g. ubuntu:24.04's "ubuntu".)
@@ -60,7 +63,7 @@ RUN (getent group "${KIT_GID}" >/dev/null || groupadd --gid "${KIT_GID}" kit) \
  && (getent passwd "${KIT_UID}" >/dev/null || useradd --uid "${KIT_UID}" --gid "${KIT_GID}" --create-home --home-dir /home/kit --shell /bin/bash kit) \
  && mkdir -p /data/hf /data/cache /data/models /run/kit \
  && chown -R "${KIT_UID}:${KIT_GID}" /data /run/kit \
- && chmod 0755 /usr/local/bin/kit-entrypoint /usr/local/bin/kit-vllm-health
+ && chmod 0755 /usr/local/bin/kit-entrypoint /usr/local/bin/kit-vllm-health /usr/local/bin/kit-secrets
 USER ${KIT_UID}:${KIT_GID}
 
 EXPOSE 8000 8889

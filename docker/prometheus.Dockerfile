@@ -13,12 +13,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends prometheus wget \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /prometheus \
- && chown prometheus:prometheus /prometheus
+ && chown 65534:65534 /prometheus
 
-# DL3066: Debian's package creates the prometheus user with a uid chosen at install time; the name is
-# what is stable, and the data volume is chowned to it above.
-# hadolint ignore=DL3066
-USER prometheus
+# nobody (65534:65534), as in the upstream image: Debian's prometheus user gets a uid chosen at install
+# time, and the compose stack's kit-secrets service hands the scrape's API-key file to a known uid
+# (PROMETHEUS_UID).
+USER 65534:65534
 WORKDIR /prometheus
 EXPOSE 9090
 VOLUME ["/prometheus"]

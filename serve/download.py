@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from serve.errors import KitError
@@ -58,16 +59,35 @@ def _access_error(repo_id: str, token: str | None, exc: BaseException) -> Downlo
     page = f"https://huggingface.co/{repo_id}"
     if token:
         why = (
-            f"the token in HF_TOKEN has no access to {repo_id} (HTTP {status or '401/403'}): accept the "
+            f"the token (HF_TOKEN_FILE / HF_TOKEN) has no access to {repo_id} (HTTP {status or '401/403'}): accept the "
             f"model's terms at {page} with the account the token belongs to, or use a token with read access"
         )
     else:
         why = (
             f"{repo_id} needs a Hugging Face token (HTTP {status or '401/403'}: gated or private): accept the "
             f"terms at {page}, create a read token at https://huggingface.co/settings/tokens and set "
-            "HF_TOKEN (in .env for docker compose)"
+            "HF_TOKEN (docker compose: HF_TOKEN_FILE in .env, a file holding the token)"
         )
     return DownloadError(f"cannot download {repo_id}: {why}")
+
+
+def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Hugging Face token: the file named by HF_TOKEN_FILE (compose's secret, mounted into the
+    download service only), else HF_TOKEN. An unreadable file is an error the user can act on."""
+    environ = os.environ if environ is None else environ
+    path = environ.get("HF_TOKEN_FILE")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise DownloadError(
+                f"HF_TOKEN_FILE={path}: cannot read it ({why}); make the host file readable by the "
+                "container's user (uid 1000), e.g. chmod 0644 in a 0700 directory, or leave HF_TOKEN_FILE unset"
+            ) from None
+        if text:
+            return text
+    return environ.get("HF_TOKEN") or None
 
 
 def ensure_model(
@@ -79,7 +99,7 @@ def ensure_model(
 ) -> Path:
     """The local snapshot directory of ``repo_id``: the cached one when it is complete, else downloaded
     (resuming partial files). ``cache_dir`` defaults to huggingface_hub's (``$HF_HOME/hub``); ``token``
-    to ``HF_TOKEN``. With ``HF_HUB_OFFLINE=1`` only the cache is looked at."""
+    to the file HF_TOKEN_FILE names, else ``HF_TOKEN``. With ``HF_HUB_OFFLINE=1`` only the cache is looked at."""
     try:
         from huggingface_hub import errors as hf_errors
         from huggingface_hub import snapshot_download
@@ -88,7 +108,7 @@ def ensure_model(
             "huggingface_hub is not installed: pip install 'qwen-vllm-kit[download]'"
         ) from None
 
-    token = token or os.environ.get("HF_TOKEN") or None
+    token = token or token_from_env()
     cache = str(cache_dir) if cache_dir is not None else None
 
     try:

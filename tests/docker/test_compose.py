@@ -43,7 +43,13 @@ COMPOSE_VARS = [
     "SERVE_SET",
     "SERVE_DOWNLOAD",
     "HF_TOKEN",
+    "HF_TOKEN_FILE",
     "HF_CACHE",
+    "VLLM_API_KEY",
+    "VLLM_API_KEY_FILE",
+    "GRAFANA_ADMIN_PASSWORD",
+    "PROMETHEUS_UID",
+    "GRAFANA_UID",
     "BASE_IMAGE",
     "KIT_IMAGE",
     "VLLM_BIND",
@@ -118,13 +124,28 @@ def _config(files: list[str], *profiles: str, env: dict[str, str] | None = None)
 # --- static checks -------------------------------------------------------------------------------
 
 
-def test_gpu_compose_resolves_to_a_local_gpu_stack(docker):
-    cfg = _config(GPU_FILES, env=_clean_env(HF_TOKEN="hf_from_env"))
-    assert set(cfg["services"]) == {"vllm", "healthcheck"}, "monitoring must stay behind its profile"
+def test_gpu_compose_resolves_to_a_local_gpu_stack(docker, tmp_path):
+    token = tmp_path / "hf_token"
+    token.write_text("hf_from_file")
+    cfg = _config(GPU_FILES, env=_clean_env(HF_TOKEN="hf_from_env", HF_TOKEN_FILE=str(token)))
+    assert set(cfg["services"]) == {"kit-secrets", "download", "vllm", "healthcheck"}, (
+        "monitoring must stay behind its profile"
+    )
     vllm = cfg["services"]["vllm"]
     env = vllm["environment"]
     assert env["SERVE_PROFILE"] == "qwen3.6-27b-rtx5090"
-    assert env["HF_TOKEN"] == "hf_from_env", "HF_TOKEN must pass through from the user's environment"
+    # The Hugging Face token: a secret file mounted into the download step only, never an environment
+    # variable and never in vLLM's container.
+    assert cfg["secrets"]["hf_token"]["file"] == str(token)
+    for name, svc in cfg["services"].items():
+        assert "HF_TOKEN" not in (svc.get("environment") or {}), f"{name} gets HF_TOKEN in its environment"
+        wanted = ["/run/secrets/hf_token"] if name == "download" else []
+        assert [s["target"] for s in svc.get("secrets", []) if s["source"] == "hf_token"] == wanted, name
+    assert cfg["services"]["download"]["environment"]["HF_TOKEN_FILE"] == "/run/secrets/hf_token"
+    assert {d: c["condition"] for d, c in vllm["depends_on"].items()} == {
+        "kit-secrets": "service_completed_successfully",
+        "download": "service_completed_successfully",
+    }
     assert vllm["ipc"] == "host" and vllm["init"] is True
     devices = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
@@ -138,6 +159,71 @@ def test_gpu_compose_resolves_to_a_local_gpu_stack(docker):
     assert _seconds(start_period) >= 20 * 60, start_period
     sidecar = cfg["services"]["healthcheck"]
     assert {v["target"]: v.get("read_only") for v in sidecar["volumes"]}["/run/kit"] is True
+
+
+# What each service may keep, measured on the CPU stack (docs/docker.md, "Hardening"): nothing, except
+# the one-shot kit-secrets step, which hands each secret file to its reader's uid (fchown: EPERM without).
+CAPS_ADDED = {"kit-secrets": ["CHOWN"]}
+# Roots that are read-only; grafana's is not measured here (no image without a registry).
+READ_ONLY = {"kit-secrets", "download", "vllm", "healthcheck", "prometheus"}
+
+
+def _hardening(cfg: dict) -> dict[str, dict]:
+    return {
+        name: {
+            "cap_drop": svc.get("cap_drop"),
+            "cap_add": svc.get("cap_add", []),
+            "security_opt": svc.get("security_opt"),
+            "read_only": svc.get("read_only", False),
+            "user": svc.get("user"),
+            "tmpfs": svc.get("tmpfs", []),
+            "mounts": [f"{v.get('source')}:{v['target']}" for v in svc.get("volumes", [])],
+        }
+        for name, svc in cfg["services"].items()
+    }
+
+
+@pytest.mark.parametrize("flavor", ["gpu", "cpu"])
+def test_every_service_drops_capabilities_and_no_docker_socket(docker, flavor):
+    """`docker compose config` of the whole stack (monitoring and grafana profiles included): no Docker
+    socket anywhere, every service drops all capabilities and cannot gain privileges. Printed (-s)."""
+    files = GPU_FILES if flavor == "gpu" else CPU_FILES
+    cfg = _config(files, "monitoring", "grafana")
+    text = json.dumps(cfg)
+    assert "docker.sock" not in text, "the Docker socket is mounted somewhere"
+    hardening = _hardening(cfg)
+    print(f"\n[{flavor}] docker compose config, per service:\n{yaml.safe_dump(hardening, sort_keys=True)}")
+    for name, h in hardening.items():
+        assert h["cap_drop"] == ["ALL"], (name, h)
+        assert h["cap_add"] == CAPS_ADDED.get(name, []), (name, h)
+        assert h["security_opt"] == ["no-new-privileges:true"], (name, h)
+        assert h["read_only"] is (name in READ_ONLY), (name, h)
+        assert h["user"] != "0:0" or name == "kit-secrets", f"{name} runs as root"
+        svc = cfg["services"][name]
+        assert not svc.get("privileged") and svc.get("pid") != "host", name
+        assert not any(m.startswith("/var/run") or m.startswith("/run/docker") for m in h["mounts"]), h
+    assert cfg["services"]["kit-secrets"]["network_mode"] == "none"
+
+
+def test_grafana_has_no_default_password_and_the_key_reaches_every_reader(docker):
+    cfg = _config(GPU_FILES, "monitoring", env=_clean_env(GRAFANA_ADMIN_PASSWORD=""))
+    grafana = cfg["services"]["grafana"]["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana, "a literal admin password (admin/admin)"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/kit-secrets/grafana_admin_password"
+    secrets_env = cfg["services"]["kit-secrets"]["environment"]
+    assert secrets_env["GRAFANA_ADMIN_PASSWORD"] == "" and secrets_env["VLLM_API_KEY"] == ""
+    # The key goes to the secrets step only; vLLM and the sidecar read the file it writes.
+    for name in ("vllm", "healthcheck"):
+        assert "VLLM_API_KEY" not in cfg["services"][name]["environment"], name
+    assert cfg["services"]["vllm"]["environment"]["KIT_API_KEY_FILE"] == "/run/kit-secrets/api_key"
+    assert (
+        cfg["services"]["healthcheck"]["environment"]["HEALTHCHECK_API_KEY_FILE"]
+        == "/run/kit-secrets/api_key"
+    )
+    for name in ("vllm", "healthcheck", "prometheus", "grafana"):
+        mounts = {v["target"]: v for v in cfg["services"][name]["volumes"]}
+        assert mounts["/run/kit-secrets"]["source"] == "kit-secrets", name
+        assert mounts["/run/kit-secrets"].get("read_only") is True, f"{name} can write the secrets"
 
 
 def _seconds(value: str | int) -> float:
@@ -159,7 +245,7 @@ def test_monitoring_profile_adds_prometheus_and_grafana(docker):
 
 def test_cpu_flavor_drops_gpu_and_grafana(docker):
     cfg = _config(CPU_FILES, "monitoring")
-    assert set(cfg["services"]) == {"vllm", "healthcheck", "prometheus"}
+    assert set(cfg["services"]) == {"kit-secrets", "download", "vllm", "healthcheck", "prometheus"}
     for name in ("vllm", "healthcheck"):
         svc = cfg["services"][name]
         assert "deploy" not in svc or not svc["deploy"].get("resources"), f"{name} still reserves a GPU"
@@ -243,6 +329,9 @@ def test_promtool_accepts_config_and_alert_rules(prometheus_image):
             "promtool",
             "-v",
             f"{REPO / 'config/prometheus'}:/c:ro",
+            # promtool checks that the scrape's key file exists; the stack's kit-secrets step writes it.
+            "-v",
+            "/dev/null:/run/kit-secrets/api_key.prometheus:ro",
             prometheus_image,
             "check",
             "config",
@@ -273,9 +362,14 @@ def _free_ports(n: int) -> list[int]:
     return []
 
 
-def _http(url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+def _http(
+    url: str, body: dict | None = None, timeout: float = 60, key: str | None = None
+) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -342,6 +436,8 @@ def test_cpu_stack_comes_up_answers_and_goes_away(docker, prometheus_image):
         KIT_CPU_IMAGE=KIT_CPU_IMAGE,
         CPU_BASE_IMAGE=CPU_BASE_IMAGE,
         PROMETHEUS_CPU_IMAGE=prometheus_image,
+        # The stack generates its API key on the first start; vLLM, the sidecar and Prometheus use it.
+        VLLM_API_KEY="generate",
     )
     compose = ["docker", "compose", "-p", project, *CPU_FILES, "--profile", "monitoring"]
     try:
@@ -352,13 +448,25 @@ def test_cpu_stack_comes_up_answers_and_goes_away(docker, prometheus_image):
             logs = _run([*compose, "logs", "--no-color", "--tail", "60"], env=env, check=False).stdout
             raise AssertionError(f"up --wait failed: {up.stderr[-3000:]}\n--- logs\n{logs[-8000:]}")
 
-        status, models = _http(f"http://127.0.0.1:{api}/v1/models")
+        # The key: generated into the kit-secrets volume (0600, vLLM's uid), announced once in the log.
+        secrets_log = _run([*compose, "logs", "--no-color", "kit-secrets"], env=env).stdout
+        assert "generated a new API key: /run/kit-secrets/api_key" in secrets_log, secrets_log
+        shown = _run(
+            [*compose, "exec", "-T", "vllm", "stat", "-c", "%a %u", "/run/kit-secrets/api_key"], env=env
+        )
+        assert shown.stdout.split() == ["600", "1000"], shown.stdout
+        key = _run([*compose, "exec", "-T", "vllm", "cat", "/run/kit-secrets/api_key"], env=env).stdout
+        assert len(key) >= 32 and key not in secrets_log
+        status, _ = _http(f"http://127.0.0.1:{api}/v1/models")
+        assert status == 401, "the API answers without the key"
+        status, models = _http(f"http://127.0.0.1:{api}/v1/models", key=key)
         assert status == 200 and models["data"], models
         model = models["data"][0]["id"]
         status, chat = _http(
             f"http://127.0.0.1:{api}/v1/chat/completions",
             {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8},
             timeout=120,
+            key=key,
         )
         assert status == 200, chat
         assert (
