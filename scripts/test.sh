@@ -10,6 +10,7 @@ export VENV
 start=$(date +%s)
 
 scripts/bootstrap.sh
+scripts/ray-venv.sh  # .venv-ray: Ray Serve LLM beside the CPU vLLM, for tests/targets (issue 13)
 if [[ "${KIT_SKIP_SYSTEM:-0}" != 1 && "$(id -u)" == 0 ]]; then
   scripts/ci-system-deps.sh
   scripts/ci-docker-deps.sh "$VENV"
