@@ -14,11 +14,9 @@ by hand. No flag is typed here: workarounds come from the launcher's rules.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: `python3 tests/gpu/gpu_suite.py`
+    sys.path.insert(0, str(ROOT))
+
+from serve.client.launched import LaunchedProcess  # noqa: E402 (after the path above)
+
 REHEARSAL = os.environ.get("GPU_SUITE_CPU_REHEARSAL") == "1"
 PY = sys.executable
 
@@ -137,8 +140,7 @@ def start(
     ]:
         argv += ["--set", item]
     argv += ["--plan-file", str(plan_file)]
-    vllm_log = (out / f"{config.name}.vllm.log").open("wb")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=vllm_log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = LaunchedProcess(argv, out / f"{config.name}.vllm.log", cwd=ROOT).start()
     log(f"started {config.name}")
     return {
         "config": config,
@@ -159,7 +161,7 @@ def wait_ready(runs: list[dict[str, Any]], timeout_s: float, out: Path) -> None:
     while pending and time.monotonic() < deadline:
         for run in list(pending):
             name = run["config"].name
-            if run["proc"].poll() is not None:
+            if run["proc"].returncode is not None:
                 run["failed"] = f"exited with {run['proc'].returncode}"
                 pending.remove(run)
                 log(f"{name} FAILED: {run['failed']}")
@@ -197,21 +199,13 @@ def start_sidecar(run: dict[str, Any], out: Path) -> None:
         "--probe-expect-off",
         "random weights: synthetic checkpoint",
     ]
-    sidecar_log = (out / f"{name}.sidecar.log").open("wb")
-    run["sidecar"] = subprocess.Popen(
-        argv, cwd=ROOT, stdout=sidecar_log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    run["sidecar"] = LaunchedProcess(argv, out / f"{name}.sidecar.log", cwd=ROOT).start()
 
 
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def stop(proc: LaunchedProcess | None) -> None:
+    """SIGTERM to the process group, SIGKILL after 30 s; returns once the group is gone."""
+    if proc is not None:
+        proc.stop(grace_s=30)
 
 
 def metric_sum(text: str, name: str) -> float | None:
