@@ -109,7 +109,10 @@ def test_no_secret_in_readyz_root_or_log(
     # httpx sends URL userinfo as Basic auth: the fake echoes that one.
     with_userinfo = sidecar_factory(f"http://user:hunter2pass@127.0.0.1:{port}", **common)
     for sc in (with_key, with_userinfo):
-        body = sc.wait_ready(False, 20)
+        sc.wait_ready(False, 20)
+        # not ready from the start ("not_probed_yet"): wait for the first probe's own verdict
+        wait_for(lambda sc=sc: sc.readyz()[1]["reason"] != "not_probed_yet", 20, what="a first probe")
+        body = sc.readyz()[1]
         # The fake echoed the request's Authorization header into its error: the sidecar saw the secret.
         assert body["reason"] == "request_failed", body
         assert "Authorization: [redacted]" in body["detail"], body
