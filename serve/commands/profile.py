@@ -12,31 +12,19 @@ only a shipped profile sets differently (issue 16: ``no-remote-code-native-arch`
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from serve.errors import KitError
+from serve.commands.common import add_profile_argument, add_set_argument, require_profile
 from serve.launch import config_files
 from serve.launch.layering import LoadedProfile, load_profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--profile",
-        default=os.environ.get("SERVE_PROFILE"),
-        help="profile name (config/profiles/NAME.yaml) or a path to a YAML file [env SERVE_PROFILE]",
-    )
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key, as for render and launch (repeatable; env SERVE_SET takes 'k=v;k2=v2')",
-    )
+    add_profile_argument(parser)
+    add_set_argument(parser)
 
 
 def merged_profile(loaded: LoadedProfile) -> dict[str, Any]:
@@ -59,9 +47,5 @@ def profile_yaml(loaded: LoadedProfile) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.profile:
-        raise KitError(
-            "no profile given: pass --profile NAME (python -m serve profiles lists them) or set SERVE_PROFILE"
-        )
-    print(profile_yaml(load_profile(args.profile, args.sets)), end="")
+    print(profile_yaml(load_profile(require_profile(args), args.sets)), end="")
     return 0
