@@ -818,15 +818,21 @@ class GpuSpec:
     note: str = ""
 
 
-# Totals as nvidia-smi reports them; GB10 (DGX Spark) shares 128 GB LPDDR5X with the CPU and OS.
-KNOWN_GPUS: dict[str, GpuSpec] = {
-    "rtx5090": GpuSpec("RTX 5090 32 GB", 32607 * MiB, 1.792e12),
-    "rtx-pro-6000": GpuSpec("RTX PRO 6000 Blackwell 96 GB", 97887 * MiB, 1.792e12),
-    "gb10": GpuSpec("GB10 (DGX Spark) 128 GB unified", 128 * 10**9, 0.273e12, "shared with the OS"),
-    "h100": GpuSpec("H100 SXM 80 GB", 81559 * MiB, 3.35e12),
-    "h200": GpuSpec("H200 141 GB", 143771 * MiB, 4.8e12),
-    "rtx4090": GpuSpec("RTX 4090 24 GB", 24564 * MiB, 1.008e12),
-}
+# The GPUs of the generated tables. Their facts live in config/gpus/ only (the planner reads the same
+# files); described_gpus() reads them at the edge, so the arithmetic above stays pure.
+TABLE_GPUS = ("rtx5090", "rtx-pro-6000", "gb10", "h100", "h200", "rtx4090")
+
+
+def described_gpus(names: tuple[str, ...] = TABLE_GPUS) -> dict[str, GpuSpec]:
+    """Total memory (as the planner takes it: ``memory_gib`` of the description) and bandwidth per GPU."""
+    from serve.launch import probes  # I/O: config/gpus/NAME.yaml
+
+    out = {}
+    for name in names:
+        gpu = probes.gpu_description(name, option="--gpu")
+        out[name] = GpuSpec(gpu.name, int(gpu.memory_gib * GiB), (gpu.memory_bandwidth_gbps or 0.0) * 1e9)
+    return out
+
 
 TABLE_KV_DTYPES = ("auto", "fp8", "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_3bit_nc")
 
@@ -846,7 +852,7 @@ def prediction_table(
     """Markdown table for Qwen3.6-27B INT4 AutoRound: per GPU and KV dtype, the KV budget, the
     token capacity, the largest max_model_len vLLM accepts, and how many 262144-token requests
     fit at once (MTP on with ``num_speculative_tokens``)."""
-    gpus = gpus or KNOWN_GPUS
+    gpus = gpus or described_gpus()
     header = (
         "| GPU | KV dtype | KiB/token | KV memory | KV tokens | max_model_len (1 seq) | "
         + " | ".join(f"max_model_len x{n}" for n in seqs[1:])
@@ -929,7 +935,7 @@ def docs_section() -> str:
     )
     out.append("|---|---|---|---|---|")
     w = QWEN36_27B_INT4_WEIGHTS
-    for key, gpu in KNOWN_GPUS.items():
+    for key, gpu in described_gpus().items():
         cells = [
             roofline_tok_s(
                 gpu.bandwidth_bytes_per_s,
@@ -972,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print the prediction table (markdown)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--num-speculative-tokens", type=int, default=1)
-    parser.add_argument("--gpu", choices=sorted(KNOWN_GPUS), help="one fit for this GPU")
+    parser.add_argument("--gpu", default="rtx5090", help="one fit for this GPU (a config/gpus/ name)")
     parser.add_argument("--kv-cache-dtype", default="fp8")
     parser.add_argument("--max-model-len", type=int, default=None, help="default: auto")
     parser.add_argument("--max-num-seqs", type=int, default=1)
@@ -991,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    gpu = KNOWN_GPUS[args.gpu or "rtx5090"]
+    gpu = described_gpus((args.gpu,))[args.gpu]
     r = fit(
         QWEN36_27B,
         QWEN36_27B_INT4_WEIGHTS,

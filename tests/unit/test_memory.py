@@ -178,7 +178,7 @@ def _fit5090(dtype: str, max_model_len: int | None, seqs: int = 1, util: float =
     return m.fit(
         REAL,
         W,
-        total_memory_bytes=m.KNOWN_GPUS["rtx5090"].memory_bytes,
+        total_memory_bytes=m.described_gpus()["rtx5090"].memory_bytes,
         gpu_memory_utilization=util,
         kv_cache_dtype=dtype,
         max_model_len=max_model_len,
@@ -218,18 +218,20 @@ def test_auto_max_model_len_is_largest_for_all_seqs() -> None:
 
 
 def test_auto_caps_at_max_position_embeddings() -> None:
-    r = m.fit(REAL, W, total_memory_bytes=m.KNOWN_GPUS["h200"].memory_bytes, kv_cache_dtype="fp8")
+    r = m.fit(REAL, W, total_memory_bytes=m.described_gpus()["h200"].memory_bytes, kv_cache_dtype="fp8")
     assert r.max_model_len == 262144
 
 
 def test_weights_larger_than_budget_is_an_error() -> None:
-    r = m.fit(REAL, W, total_memory_bytes=m.KNOWN_GPUS["rtx4090"].memory_bytes, gpu_memory_utilization=0.7)
+    r = m.fit(
+        REAL, W, total_memory_bytes=m.described_gpus()["rtx4090"].memory_bytes, gpu_memory_utilization=0.7
+    )
     assert r.verdict == "error"
     assert "no memory left for the KV cache" in r.message
 
 
 def test_beyond_max_position_embeddings_is_an_error() -> None:
-    r = m.fit(REAL, W, total_memory_bytes=m.KNOWN_GPUS["h200"].memory_bytes, max_model_len=300_000)
+    r = m.fit(REAL, W, total_memory_bytes=m.described_gpus()["h200"].memory_bytes, max_model_len=300_000)
     assert r.verdict == "error" and "max_position_embeddings" in r.message
 
 
@@ -292,7 +294,7 @@ def test_decode_bytes_grow_with_context_and_shrink_per_token_with_batch() -> Non
 
 
 def test_table_is_generated_and_answers_the_5090_question() -> None:
-    table = m.prediction_table({"rtx5090": m.KNOWN_GPUS["rtx5090"]})
+    table = m.prediction_table(m.described_gpus(("rtx5090",)))
     rows = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
     assert rows["turboquant_4bit_nc"].rstrip(" |").split("|")[-2].strip() == "yes"
     assert rows["fp8"].rstrip(" |").split("|")[-2].strip() == "no"
