@@ -79,6 +79,10 @@ def check_fit(inp: DoctorInputs) -> list[Check]:
 
 def check_plan(inp: DoctorInputs) -> list[Check]:
     prefix = _assumed_prefix(inp)
+    chosen = [Check("profile-auto", "info", inp.profile_choice)] if inp.profile_choice else []
     if inp.plan_error:
-        return [Check("plan", "error", f"{prefix}the launcher refuses this profile: {inp.plan_error}")]
-    return [Check("plan", "warn", prefix + w) for w in inp.plan_warnings]
+        return [
+            *chosen,
+            Check("plan", "error", f"{prefix}the launcher refuses this profile: {inp.plan_error}"),
+        ]
+    return [*chosen, *(Check("plan", "warn", prefix + w) for w in inp.plan_warnings)]

@@ -98,7 +98,13 @@ def gather(args: argparse.Namespace) -> DoctorInputs:
     if args.profile:
         from serve.launch.layering import load_profile
 
-        loaded = load_profile(args.profile)
+        name = args.profile
+        if name == "auto":  # the launcher's own pick (serve.launch.profile_choice); none fitting exits 2
+            from serve.launch.planning import choose_profile
+
+            choice = choose_profile(gpu=gpu_arg, engine=engine_arg)
+            name, inp.profile_choice = choice.chosen, choice.line()
+        loaded = load_profile(name)
         serving, model_dir = serving_from_profile(loaded.profile, model_dir)
     overrides = {
         k: v

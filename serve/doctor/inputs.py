@@ -83,6 +83,8 @@ class DoctorInputs:
     gpu_assumed: bool = False
     """No GPU found: the plan and fit checks use ``profile_gpu``, labelled as an assumption."""
     gpu_note: str | None = None
+    profile_choice: str | None = None
+    """With ``--profile auto``: the line naming the profile chosen and why (serve.launch.profile_choice)."""
     """The launcher's one line on which GPU the plan is for and what changed (serve.launch.target_gpu)."""
     facts: dict[str, Any] = field(default_factory=dict)
     """Which facts were detected, named or assumed (the JSON output's ``facts``)."""

@@ -61,6 +61,8 @@ class Plan:
     """Ids of the rules whose condition held, in table order (whatever their effect)."""
     readiness: dict[str, Any] | None = None
     """The profile's readiness layer (the sidecar's question and expected answer), for plan.json."""
+    profile_choice: dict[str, Any] | None = None
+    """What ``--profile auto`` picked and why, for plan.json (serve.launch.profile_choice.Choice.as_dict)."""
 
     def value(self, setting: str) -> Any:
         decision = self.decisions.get(setting)

@@ -147,6 +147,34 @@ class DecisionRecord(Record):
     """vLLM issues or PRs behind the rule (``vllm#40807``)."""
 
 
+class CandidateRecord(Record):
+    """One shipped profile ``--profile auto`` judged (``serve.launch.profile_choice.Candidate``)."""
+
+    profile: str | None = None
+    """The shipped profile's name."""
+    fits: bool | None = None
+    """Whether the plan accepts it on this GPU and engine."""
+    reason: str | None = None
+    """Why it ranks where it does, or the plan's refusal."""
+
+
+class ProfileChoiceRecord(Record):
+    """What ``--profile auto`` (``SERVE_PROFILE=auto``) picked; the key is ``null`` where a profile was named."""
+
+    requested: str | None = None
+    """What was asked for: ``auto``."""
+    chosen: str | None = None
+    """The shipped profile picked (also ``profile``)."""
+    reason: str | None = None
+    """Why it, for people: the GPU it was written for against this one."""
+    gpu: str | None = None
+    """The GPU it was chosen for, in words."""
+    engine: str | None = None
+    """The engine it was chosen for: name and version."""
+    candidates: list[CandidateRecord] | None = None
+    """Every shipped profile judged: those that fit first, nearest first, then those that do not."""
+
+
 class Facts(Record):
     """What the plan was made for."""
 
@@ -165,6 +193,8 @@ class PlanDocument(Record):
     """Goes up only when a field changes meaning or type; readers refuse a newer one."""
     profile: str | None = None
     """Profile name, or the file path it came from."""
+    profile_choice: ProfileChoiceRecord | None = None
+    """What ``--profile auto`` picked and why (see `profile_choice` below); ``null`` where a profile was named."""
     model: str | None = None
     """What vLLM serves: a local path or a Hugging Face id."""
     served_model_name: str | None = None
@@ -288,6 +318,8 @@ def reference_markdown() -> str:
     _table(PlanDocument, "top level", out)
     _table(Settings, "settings", out)
     _table(DecisionRecord, "decisions[]", out)
+    _table(ProfileChoiceRecord, "profile_choice", out)
+    _table(CandidateRecord, "profile_choice.candidates[]", out)
     _table(Facts, "facts", out)
     _table(GpuRecord, "facts.gpu", out)
     out += [

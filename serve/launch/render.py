@@ -19,6 +19,7 @@ from serve.launch.plan_document import (
     GpuRecord,
     ModelRecord,
     PlanDocument,
+    ProfileChoiceRecord,
     Settings,
 )
 
@@ -84,7 +85,7 @@ def plan_document(plan: Plan, *, api_key_required: bool | None = None) -> PlanDo
         if plan.gpu
         else GpuRecord(origin="none")
     )
-    return PlanDocument(
+    document = PlanDocument(
         schema_version=SCHEMA_VERSION,
         profile=plan.profile,
         model=plan.value("model"),
@@ -108,6 +109,10 @@ def plan_document(plan: Plan, *, api_key_required: bool | None = None) -> PlanDo
             model=ModelRecord(**plan.model.model_dump()),
         ),
     )
+    # --profile auto only; null where a profile was named (the writer sets every key).
+    choice = plan.profile_choice
+    document.profile_choice = None if choice is None else ProfileChoiceRecord.model_validate(choice)
+    return document
 
 
 def decision_table(plan: Plan) -> str:
