@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from serve.bench import report
+from serve.bench import predict, report
 from serve.bench.client import chat_body, list_models, scrape_counters, stream_chat, wait_ready
 from serve.bench.roofline import Roofline, roofline_from_plan
 from serve.bench.stats import (
@@ -608,6 +608,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar on stderr"
     )
+    pred = parser.add_argument_group(
+        "prediction (no server): MTP tok/s at a per-position acceptance, from measured brackets"
+    )
+    pred.add_argument(
+        "--predict",
+        action="store_true",
+        help="print a PREDICTION from --tpot-nospec-ms/--tpot-reject-ms/--tpot-accept-ms (serve.bench.predict)",
+    )
+    pred.add_argument("--tpot-nospec-ms", type=float, help="measured TPOT without speculative decoding")
+    pred.add_argument(
+        "--tpot-reject-ms", type=float, help="measured TPOT with MTP n, 0%% accepted (random-weight synth)"
+    )
+    pred.add_argument(
+        "--tpot-accept-ms", type=float, help="measured TPOT with MTP n, 100%% accepted (synth --agreeing-mtp)"
+    )
+    pred.add_argument("--mtp", type=int, default=3, help="num_speculative_tokens of the brackets (default 3)")
+    pred.add_argument(
+        "--acceptance",
+        help="per-position rates, e.g. 0.85,0.63,0.44 (default: what users report at MTP 3)",
+    )
+    pred.add_argument(
+        "--acceptance-kind",
+        choices=predict.KINDS,
+        default="marginal",
+        help="marginal (vLLM's per-position figures: accepted at k / drafts) or conditional (default marginal)",
+    )
     ab = parser.add_argument_group("A/B")
     add_set_arguments(ab, "profile override for both launches (repeatable)", "profile A", "profile B")
     ab.add_argument(
@@ -677,8 +703,44 @@ def _resolve_model(
     return models[0]
 
 
+def run_predict(args: argparse.Namespace) -> int:
+    missing = [f for f in ("tpot_nospec_ms", "tpot_reject_ms", "tpot_accept_ms") if getattr(args, f) is None]
+    if missing:
+        raise KitError("bench --predict needs " + ", ".join("--" + f.replace("_", "-") for f in missing))
+    if args.acceptance is None:
+        rates = list(predict.USERS_ACCEPTANCE)
+    else:
+        try:
+            rates = [float(x) for x in args.acceptance.split(",") if x.strip()]
+        except ValueError:
+            raise KitError(
+                f"bench --predict: --acceptance {args.acceptance!r} is not comma-separated numbers"
+            ) from None
+    concurrency = 1
+    if args.concurrency_text:
+        try:
+            concurrency = int(args.concurrency_text)
+        except ValueError:
+            raise KitError(
+                f"bench --predict: --concurrency {args.concurrency_text!r}: give the one level the TPOTs were measured at"
+            ) from None
+    result = predict.predict(
+        tpot_nospec_s=args.tpot_nospec_ms / 1e3,
+        tpot_reject_s=args.tpot_reject_ms / 1e3,
+        tpot_accept_s=args.tpot_accept_ms / 1e3,
+        num_speculative_tokens=args.mtp,
+        acceptance=rates,
+        kind=args.acceptance_kind,
+        concurrency=concurrency,
+    )
+    print(predict.format_prediction(result))
+    return 0
+
+
 def run(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
+    if args.predict:
+        return run_predict(args)
     options = options_from_args(args)
     out_dir = Path(args.out)
     if args.ab:

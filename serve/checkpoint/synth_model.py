@@ -2,7 +2,7 @@
 vLLM before (or instead of) downloading 18 GB.
 
 ``python -m serve synth-model DIR [--device cpu|cuda] [--seed N] [--scale full|mini] [--no-vision]
-[--quantized-mtp-fc] [--dry-run]``
+[--quantized-mtp-fc] [--int4-mtp-layer] [--agreeing-mtp] [--dry-run]``
 
 What is exact (``--scale full``): tensor names, shapes and dtypes, which linears are int4 and which stay in
 16 bits, the quantization_config that makes vLLM agree, and the file layout (numbered shards, an index,
@@ -33,6 +33,12 @@ Where the layout comes from:
   BF16, but AutoRound packs the MTP tensors it copies from the source checkpoint, and this layout's
   18.997 GB = 17.69 GiB is what the published repository's file list was reported to hold (17.71 GiB with
   the tokenizer), where the default layout is 18.2 GiB. Which one the real files are is unverified.
+- ``--agreeing-mtp``: the same tensors, shapes, dtypes and bytes, with the values of the "bigram" model
+  (serve.checkpoint.bigram): every output projection zero (int4 nibbles at the zero point), so the next
+  token is a fixed function of the current one, a long cycle through the tokenizer's ordinary ids; the MTP
+  head (``mtp.fc`` = [I | 0] in bf16, its layer's output projections zero) predicts the main model's
+  next-next token, so every draft is accepted while the answer is not one repeated token. For measuring
+  the ceiling of MTP speculative decoding at the real model's speed.
 - ``--no-vision``: the same config (vLLM 0.24 registers only the vision-language class for Qwen3.5)
   without the vision tower's 0.92 GB of weights. Serve it with ``--language-model-only`` so vLLM neither
   builds nor profiles the tower. Without that flag the CPU build (0.32) was seen starting anyway, with
@@ -65,7 +71,7 @@ from typing import Any, Literal
 import numpy as np
 
 from serve import atomic
-from serve.checkpoint import autoround, extras, tiny_model
+from serve.checkpoint import autoround, bigram, extras, tiny_model
 from serve.checkpoint.model_dir import read_marker
 from serve.checkpoint.safetensors_file import header_bytes, tensor_nbytes
 from serve.errors import KitError
@@ -324,7 +330,20 @@ def quantization_config(
 
 # ---------------------------------------------------------------- layout
 
-FillKind = Literal["int4", "qzeros", "scales", "bf16", "zeros", "ones", "a_log"]
+FillKind = Literal[
+    "int4",
+    "qzeros",
+    "scales",
+    "bf16",
+    "zeros",
+    "ones",
+    "a_log",
+    # --agreeing-mtp (serve.checkpoint.bigram)
+    "zero_int4",
+    "bigram_embed",
+    "bigram_lm_head",
+    "bigram_fc",
+]
 
 
 @dataclass(frozen=True)
@@ -569,6 +588,28 @@ def layout(
     return specs
 
 
+def agreeing_fills(specs: list[TensorSpec]) -> list[TensorSpec]:
+    """The same tensors (names, shapes, dtypes, so the same bytes on disk and the same kernels) with the
+    values of serve.checkpoint.bigram: zero output projections, the bigram embedding and lm_head, and
+    mtp.fc = [I | 0]."""
+    out = []
+    for s in specs:
+        module, _, suffix = s.name.rpartition(".")
+        fill: FillKind = s.fill
+        if bigram.is_zeroed(module) and suffix == "qweight":
+            fill = "zero_int4"
+        elif bigram.is_zeroed(module) and suffix == "weight":
+            fill = "zeros"
+        elif s.name.endswith("embed_tokens.weight"):
+            fill = "bigram_embed"
+        elif s.name == "lm_head.weight":
+            fill = "bigram_lm_head"
+        elif s.name == "mtp.fc.weight":
+            fill = "bigram_fc"
+        out.append(TensorSpec(s.name, s.shape, s.dtype, s.category, fill))
+    return out
+
+
 def totals(specs: list[TensorSpec]) -> dict[str, tuple[int, int]]:
     """category -> (tensors, bytes), in CATEGORIES order, plus "total"."""
     out = {c: (0, 0) for c in CATEGORIES}
@@ -662,9 +703,10 @@ class _Generator:
     """Chunks of a tensor's bytes. Each tensor has its own stream seeded by (seed, index in the layout), so
     a resumed run writes the same bytes as an uninterrupted one on the same device."""
 
-    def __init__(self, seed: int, device: str) -> None:
+    def __init__(self, seed: int, device: str, model: bigram.Bigram | None = None) -> None:
         self.seed = seed
         self.device = device
+        self.bigram = model
         if device != "numpy":
             import torch
 
@@ -678,7 +720,15 @@ class _Generator:
             values = np.log(rng.uniform(1.0, 16.0, spec.numel)).astype(np.float32)
             yield autoround.float32_to_bf16_bits(values).view(np.uint8)
             return
-        constant = {"qzeros": QZEROS_WORD, "zeros": 0, "ones": ONES_BF16}.get(spec.fill)
+        if spec.fill in ("bigram_embed", "bigram_lm_head", "bigram_fc"):
+            yield from self._bigram_chunks(spec)
+            return
+        constant = {
+            "qzeros": QZEROS_WORD,
+            "zeros": 0,
+            "ones": ONES_BF16,
+            "zero_int4": bigram.ZERO_INT4_WORD,
+        }.get(spec.fill)
         done = 0
         words = self._words(key) if constant is None else None
         while done < nbytes:
@@ -690,6 +740,19 @@ class _Generator:
                 buf = self._shape_bits(words(count), spec.fill)
             yield buf.view(np.uint8)[:n]
             done += n
+
+    def _bigram_chunks(self, spec: TensorSpec) -> Iterator[np.ndarray]:
+        model = self.bigram
+        if model is None:
+            raise KitError(f"synth-model: {spec.name} needs the bigram model (--agreeing-mtp)")
+        if spec.fill == "bigram_fc":
+            yield bigram.bf16_bytes(model.fc())
+            return
+        rows_of = model.embedding_bf16 if spec.fill == "bigram_embed" else model.lm_head_bf16
+        vocab, hidden = spec.shape
+        step = max(1, CHUNK_BYTES // (2 * hidden))  # whole rows
+        for start in range(0, vocab, step):
+            yield rows_of(start, min(vocab, start + step)).view(np.uint8).reshape(-1)
 
     def _words(self, key: int) -> Callable[[int], Any]:
         if self.device == "numpy":
@@ -816,8 +879,14 @@ class SynthSpec:
     quantized_mtp_fc: bool = False
     device: str = "cpu"  # the bytes differ between the numpy and the torch generator
     int4_mtp_layer: bool = False
+    agreeing_mtp: bool = False
 
     def validate(self) -> None:
+        if self.agreeing_mtp and self.quantized_mtp_fc:
+            raise KitError(
+                "synth-model: --agreeing-mtp and --quantized-mtp-fc exclude each other (vLLM skips a packed "
+                "mtp.fc, so no draft could be accepted); drop one"
+            )
         if self.scale not in SCALES:
             raise KitError(f"synth-model: --scale {self.scale!r} is not one of {', '.join(SCALES)}")
         if self.device not in ("cpu", "cuda"):
@@ -833,6 +902,7 @@ class Plan:
     specs: list[TensorSpec]
     shards: list[Shard]
     small_files: dict[str, bytes]  # config, tokenizer, index ... (written before / after the shards)
+    bigram: bigram.Bigram | None = None  # --agreeing-mtp: the values of the embedding, lm_head and mtp.fc
 
     @property
     def weight_bytes(self) -> int:
@@ -848,6 +918,10 @@ def make_plan(spec: SynthSpec) -> Plan:
         dims, token_ids, quantized_mtp_fc=spec.quantized_mtp_fc, int4_mtp_layer=spec.int4_mtp_layer
     )
     specs = layout(config, vision=spec.vision, quantized_mtp_fc=spec.quantized_mtp_fc)
+    model = None
+    if spec.agreeing_mtp:
+        specs = agreeing_fills(specs)
+        model = bigram.build(dims.vocab, dims.hidden, ordinary_ids(), seed=spec.seed)
     shards = plan_shards(specs, SHARD_BYTES[spec.scale])
     small = {
         "config.json": _json(config),
@@ -857,7 +931,14 @@ def make_plan(spec: SynthSpec) -> Plan:
         **_processor_files(spec.scale),
         **tokenizer_files,
     }
-    return Plan(spec, config, specs, shards, small)
+    return Plan(spec, config, specs, shards, small, model)
+
+
+def ordinary_ids() -> list[int]:
+    """The tokenizer's ids but the special and markup ones: what the bigram model emits."""
+    tok = tiny_model.build_tokenizer()
+    skip = {tok.token_to_id(t) for t in (*tiny_model.SPECIAL_TOKENS, *tiny_model.MARKUP_TOKENS)}
+    return [i for i in range(tok.get_vocab_size()) if i not in skip]
 
 
 def write_synth_model(
@@ -869,6 +950,7 @@ def write_synth_model(
     vision: bool = True,
     quantized_mtp_fc: bool = False,
     int4_mtp_layer: bool = False,
+    agreeing_mtp: bool = False,
     log: Callable[[str], None] = print,
     _generator_device: str | None = None,
 ) -> Path:
@@ -877,11 +959,11 @@ def write_synth_model(
     out_dir must be missing, empty, or a directory this function wrote before. ``_generator_device``
     overrides the generator for tests ("numpy", or a torch device such as "cpu").
     """
-    spec = SynthSpec(scale, seed, vision, quantized_mtp_fc, device, int4_mtp_layer)
+    spec = SynthSpec(scale, seed, vision, quantized_mtp_fc, device, int4_mtp_layer, agreeing_mtp)
     plan = make_plan(spec)
     out = Path(out_dir)
     marker = read_marker(out / MARKER)
-    spec_dict = {"synth_version": SYNTH_VERSION, **asdict(spec)}
+    spec_dict = marker_spec(spec)
     if out.exists() and marker is None and any(out.iterdir()):
         raise KitError(
             f"synth-model: {out} is not empty and has no {MARKER}; give an empty or new directory "
@@ -908,7 +990,7 @@ def write_synth_model(
             f"synth-model: {out} has {free / 1e9:.1f} GB free but the model needs {missing / 1e9:.1f} GB "
             "more; free some space or choose another directory"
         )
-    gen = _Generator(seed, generator_device)
+    gen = _Generator(seed, generator_device, plan.bigram)
 
     def save_marker(complete: bool) -> None:
         atomic.write_text(
@@ -952,6 +1034,15 @@ def write_synth_model(
     return out
 
 
+def marker_spec(spec: SynthSpec) -> dict[str, Any]:
+    """The inputs the marker records. agreeing_mtp only when set, so that directories written before the
+    option existed still match their (unchanged) bytes."""
+    out = {"synth_version": SYNTH_VERSION, **asdict(spec)}
+    if not spec.agreeing_mtp:
+        del out["agreeing_mtp"]
+    return out
+
+
 def _remove_stale(out: Path, marker: dict[str, Any], keep: set[str]) -> None:
     """Files an earlier run with other settings wrote (listed in its marker), and temporaries of an
     interrupted run."""
@@ -978,6 +1069,8 @@ def _describe(spec: SynthSpec) -> str:
         parts.append("quantized mtp.fc")
     if spec.int4_mtp_layer:
         parts.append("int4 MTP layer")
+    if spec.agreeing_mtp:
+        parts.append("agreeing MTP (bigram)")
     return ", ".join(parts) + f", seed {spec.seed}, {spec.device}"
 
 
@@ -1105,13 +1198,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "published checkpoint, ~19.0 GB",
     )
     parser.add_argument(
+        "--agreeing-mtp",
+        action="store_true",
+        help="same layout and sizes, with values whose MTP head agrees with the model (every draft accepted) "
+        "while the greedy answer walks hundreds of distinct tokens: the ceiling of MTP (serve.checkpoint.bigram)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the layout's table by category and write nothing"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     spec = SynthSpec(
-        args.scale, args.seed, not args.no_vision, args.quantized_mtp_fc, args.device, args.int4_mtp_layer
+        args.scale,
+        args.seed,
+        not args.no_vision,
+        args.quantized_mtp_fc,
+        args.device,
+        args.int4_mtp_layer,
+        args.agreeing_mtp,
     )
     plan = make_plan(spec)
     sums = totals(plan.specs)
@@ -1133,6 +1238,7 @@ def run(args: argparse.Namespace) -> int:
             vision=spec.vision,
             quantized_mtp_fc=spec.quantized_mtp_fc,
             int4_mtp_layer=spec.int4_mtp_layer,
+            agreeing_mtp=spec.agreeing_mtp,
         )
     print(format_table(sums))
     if checked:

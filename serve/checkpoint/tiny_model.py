@@ -1,7 +1,8 @@
 """Tiny random-weight checkpoints that vLLM loads in seconds: for tests, the CPU demo and for users who
 want to try a deployment without downloading 18 GB.
 
-``python -m serve tiny-model DIR --arch qwen3|qwen3_5 [--int4] [--quantized-mtp-fc] [--agreeing-mtp]``
+``python -m serve tiny-model DIR --arch qwen3|qwen3_5 [--int4] [--quantized-mtp-fc] [--agreeing-mtp]
+[--bigram-mtp]``
 
 - ``qwen3``: dense ``Qwen3ForCausalLM`` (the fast default).
 - ``qwen3_5``: the Qwen3.5/3.6 hybrid (Gated DeltaNet + full attention) with an MTP head named as in the
@@ -16,6 +17,10 @@ want to try a deployment without downloading 18 GB.
 - ``agreeing_mtp``: every hidden state is dominated by one direction that the LM head maps to one token, and
   the MTP head keeps that direction, so model and drafter emit the same constant token (even when sampling)
   and speculative decoding accepts drafts.
+- ``bigram_mtp``: the values of serve.checkpoint.bigram, as ``synth-model --agreeing-mtp`` writes them at
+  the real model's size: zero output projections, so the greedy next token is a fixed function of the
+  current one (a cycle through all 512 ordinary ids: answers are not one repeated token), and an MTP head
+  that predicts the model's next-next token, so every draft is accepted.
 
 Tensor names and shapes come from transformers' own model classes (instantiated on the meta device), the
 values from a seeded generator, so the same parameters always give byte-identical files.
@@ -76,8 +81,14 @@ class TinySpec:
     agreeing_mtp: bool = False
     seed: int = 0
     vl: bool = False
+    bigram_mtp: bool = False
 
     def validate(self) -> None:
+        if self.bigram_mtp and (self.arch != "qwen3_5" or self.agreeing_mtp or self.quantized_mtp_fc):
+            raise KitError(
+                "tiny-model: --bigram-mtp needs --arch qwen3_5 and excludes --agreeing-mtp and "
+                "--quantized-mtp-fc (each sets the MTP head's values its own way)"
+            )
         if self.arch not in ARCHS:
             raise KitError(f"tiny-model: --arch {self.arch!r} is not one of {', '.join(ARCHS)}")
         if self.arch == "qwen3" and (self.quantized_mtp_fc or self.agreeing_mtp or self.vl):
@@ -100,13 +111,14 @@ def make_tiny_model(
     agreeing_mtp: bool = False,
     seed: int = 0,
     vl: bool = False,
+    bigram_mtp: bool = False,
 ) -> Path:
     """Write a tiny model into out_dir (created if missing) and return its path.
 
     Idempotent: when out_dir already holds a complete model written with the same parameters, nothing is
     written. out_dir must be empty, missing, or a directory this function wrote before.
     """
-    spec = TinySpec(arch, int4, quantized_mtp_fc, agreeing_mtp, seed, vl)
+    spec = TinySpec(arch, int4, quantized_mtp_fc, agreeing_mtp, seed, vl, bigram_mtp)
     spec.validate()
     extras.require("tiny-model", "torch", "transformers", "tokenizers")
     out = Path(out_dir)
@@ -137,7 +149,10 @@ def make_tiny_model(
 
 
 def _marker_spec(spec: TinySpec) -> dict[str, Any]:
-    return {"factory_version": FACTORY_VERSION, **asdict(spec)}
+    out = {"factory_version": FACTORY_VERSION, **asdict(spec)}
+    if not spec.bigram_mtp:
+        del out["bigram_mtp"]  # models written before the option existed still match
+    return out
 
 
 def _complete(out: Path, marker: dict[str, Any]) -> bool:
@@ -170,6 +185,8 @@ def _write_model(d: Path, spec: TinySpec) -> dict[str, int]:
         tensors.update(_mtp_tensors(tensors, config, spec, gen))
     if spec.agreeing_mtp:
         _make_agreeing(tensors, tokenizer.token_to_id(_byte_level(CONSTANT_TEXT)))
+    if spec.bigram_mtp:
+        _make_bigram(tensors, tokenizer, ids, spec.seed)
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}
     if spec.int4:
         tensors, config["quantization_config"] = _quantize(tensors, config, spec)
@@ -348,6 +365,24 @@ def _make_agreeing(tensors: dict[str, Any], token: int) -> None:
     tensors["lm_head.weight"][:, 0] = 0.0
     tensors["lm_head.weight"][token, 0] = 16.0
     tensors["mtp.fc.weight"][0, 0] = 1.0
+
+
+def _make_bigram(tensors: dict[str, Any], tokenizer: Any, ids: dict[str, int], seed: int) -> None:
+    """serve.checkpoint.bigram's values (the construction synth-model --agreeing-mtp writes)."""
+    import torch
+
+    from serve.checkpoint import bigram
+
+    vocab = tokenizer.get_vocab_size()
+    special = set(ids.values())
+    embed = next(n for n in tensors if n.endswith("embed_tokens.weight"))
+    model = bigram.build(vocab, tensors[embed].shape[1], (i for i in range(vocab) if i not in special), seed)
+    tensors[embed] = torch.from_numpy(model.embedding_rows(0, vocab))
+    tensors["lm_head.weight"] = torch.from_numpy(model.lm_head_rows(0, vocab))
+    tensors["mtp.fc.weight"] = torch.from_numpy(model.fc())
+    for name in tensors:
+        if name.endswith(".weight") and bigram.is_zeroed(name.removesuffix(".weight")):
+            tensors[name] = torch.zeros_like(tensors[name])
 
 
 def _byte_level(text: str) -> str:
@@ -689,6 +724,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--agreeing-mtp", action="store_true", help="model and MTP head emit one constant token"
     )
     parser.add_argument(
+        "--bigram-mtp",
+        action="store_true",
+        help="the model walks a fixed cycle of 512 tokens and its MTP head predicts it: every draft "
+        "accepted, answers not constant (synth-model --agreeing-mtp's values)",
+    )
+    parser.add_argument(
         "--vl", action="store_true", help="Qwen3_5ForConditionalGeneration layout with a vision tower"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -703,6 +744,7 @@ def run(args: argparse.Namespace) -> int:
         agreeing_mtp=args.agreeing_mtp,
         seed=args.seed,
         vl=args.vl,
+        bigram_mtp=args.bigram_mtp,
     )
     marker = json.loads((out / MARKER).read_text())
     total = sum(marker["files"].values())
@@ -717,4 +759,6 @@ def _describe(spec: TinySpec) -> str:
     parts += [p for p, on in (("int4", spec.int4), ("quantized mtp.fc", spec.quantized_mtp_fc)) if on]
     if spec.agreeing_mtp:
         parts.append("agreeing MTP")
+    if spec.bigram_mtp:
+        parts.append("bigram, agreeing MTP")
     return ", ".join(parts) + f", seed {spec.seed}"

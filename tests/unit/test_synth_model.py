@@ -443,6 +443,26 @@ def test_vllm_cpu_serves_the_no_vision_copy_with_language_model_only(vllm_cpu, t
     assert len(result["token_ids"]) == 8
 
 
+@pytest.mark.e2e
+def test_vllm_cpu_accepts_every_draft_of_the_agreeing_mini_checkpoint(vllm_cpu, tmp_path) -> None:
+    """--agreeing-mtp through the real checkpoint's loader paths (int4 output projections at the zero
+    point through vLLM's INC path, mtp.fc = [I | 0] from model_extra_tensors): every draft accepted and
+    the greedy answer is the bigram walk, not one token. Cost: one probe, ~1-2 min."""
+    from serve.checkpoint import bigram
+
+    model = sm.write_synth_model(tmp_path / "agree", scale="mini", agreeing_mtp=True, log=lambda _: None)
+    result, log = run_probe(model, tmp_path)
+    assert result is not None, log[-4000:]
+    spec = result["spec"]
+    assert spec["vllm:spec_decode_num_draft_tokens"] > 0, spec
+    assert spec["vllm:spec_decode_num_accepted_tokens"] == spec["vllm:spec_decode_num_draft_tokens"], spec
+    tokens = result["token_ids"]
+    plan = sm.make_plan(sm.SynthSpec(scale="mini", agreeing_mtp=True))
+    assert plan.bigram is not None
+    assert tokens[1:] == bigram.walk(plan.bigram.successor, tokens[0], len(tokens) - 1)
+    assert len(set(tokens)) == len(tokens) == 8
+
+
 if __name__ == "__main__":
     _model, _out = sys.argv[1], Path(sys.argv[2])
     _out.write_text(json.dumps(_probe(_model, language_model_only="--language-model-only" in sys.argv[3:])))
