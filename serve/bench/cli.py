@@ -37,6 +37,7 @@ from serve.bench.client import chat_body, list_models, scrape_counters, stream_c
 from serve.bench.roofline import Roofline, roofline_from_plan
 from serve.bench.stats import (
     GENERATION_TOKENS,
+    REQUEST_SUCCESS,
     CounterReset,
     CounterSnapshot,
     RequestSample,
@@ -205,11 +206,13 @@ async def _settled_counters(
     endpoint: Endpoint,
     before: CounterSnapshot,
     expect_tokens: int,
-    timeout_s: float = 3.0,
+    expect_requests: int = 0,
+    timeout_s: float = 10.0,
 ) -> CounterSnapshot | None:
-    """Scrape /metrics until vLLM's generation-token counter has caught up with what the client
-    received: the engine's stats reach the API process asynchronously, so a scrape right after the
-    last byte can miss the last step."""
+    """Scrape /metrics until vLLM's generation-token and finished-request counters have caught up with
+    what the client received: the engine's stats reach the API process asynchronously (seen on a loaded
+    2-core machine: a warm-up request counted inside the next row's window more than 3 s after its stream
+    ended), so a scrape right after the last byte can miss the last step."""
     deadline = time.monotonic() + timeout_s
     while True:
         after = await scrape_counters(client, endpoint)
@@ -220,7 +223,11 @@ async def _settled_counters(
         except CounterReset:
             return after
         generated = counter_total(delta, GENERATION_TOKENS)
-        if generated is None or generated >= expect_tokens or time.monotonic() > deadline:
+        finished = counter_total(delta, REQUEST_SUCCESS)
+        caught_up = (generated is None or generated >= expect_tokens) and (
+            finished is None or finished >= expect_requests
+        )
+        if caught_up or time.monotonic() > deadline:
             return after
         await asyncio.sleep(0.1)
 
@@ -243,7 +250,7 @@ async def run_row(
         )
 
     start = await scrape_counters(client, endpoint) if options.warmup else None
-    warmup_tokens = 0
+    warmup_tokens = warmup_requests = 0
     for _ in range(options.warmup):
         warm = await asyncio.gather(
             *(
@@ -252,12 +259,13 @@ async def run_row(
             )
         )
         warmup_tokens += sum(s.completion_tokens for s in warm)
+        warmup_requests += len(warm)
         progress.update(spec.concurrency, "warm-up")
 
     # The warm-up's last tokens can reach /metrics after its streams ended (seen: a row whose delta
     # held one warm-up request more); wait for them before the row's own window opens.
     if start is not None:
-        before = await _settled_counters(client, endpoint, start, warmup_tokens)
+        before = await _settled_counters(client, endpoint, start, warmup_tokens, warmup_requests)
     else:
         before = await scrape_counters(client, endpoint)
     samples: list[RequestSample] = []
@@ -282,7 +290,9 @@ async def run_row(
 
     delta = None
     if before is not None:
-        after = await _settled_counters(client, endpoint, before, sum(s.completion_tokens for s in samples))
+        after = await _settled_counters(
+            client, endpoint, before, sum(s.completion_tokens for s in samples), len(samples)
+        )
         if after is not None:
             try:
                 delta = counter_delta(before, after)
@@ -413,7 +423,10 @@ class LaunchedServer:
     ):
         self.argv, self.plan_file, self.log_file = argv, plan_file, log_file
         self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
-        self.process = LaunchedProcess(argv, log_file)
+        # The launcher's watchdog (on in containers) probes vLLM with a chat completion every few
+        # seconds: traffic that lands inside a row's /metrics window (seen: a 29-token prompt counted as
+        # a third request of a two-request row). The bench watches the server itself, so it is off here.
+        self.process = LaunchedProcess(argv, log_file, env={**os.environ, "SERVE_WATCHDOG": "off"})
         self.plan: dict[str, Any] = {}
 
     @property

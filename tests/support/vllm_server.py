@@ -79,6 +79,10 @@ class VllmServer:
 
     def start(self) -> VllmServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")}
+        # The launcher's watchdog (on by default in a container, as this machine may be) would send its own
+        # chat completions every few seconds: traffic the tests' /metrics windows and the concurrency
+        # checks must not see. Tests of the watchdog pass SERVE_WATCHDOG themselves.
+        env["SERVE_WATCHDOG"] = "off"
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         self.process = LaunchedProcess(self.argv, self.log_path, cwd=ROOT, env=env).start()
