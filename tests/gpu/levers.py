@@ -1,0 +1,508 @@
+"""The ceiling of MTP and the levers of issue 14, on the GPU machine with the bundle's vLLM, side by side in
+one run. One background orchestrator (``run``) does everything in order and writes its results as it goes;
+short ``poll`` calls bring them back while it runs (the device machine stays warm between back-to-back calls).
+
+    setsid python tests/gpu/levers.py run --work /tmp/lv > /tmp/lv/run.log 2>&1 &
+    python tests/gpu/levers.py poll --work /tmp/lv --out $OUT --wait 500
+
+Phase 1, the ceiling (item 1): two shape-exact synthetic checkpoints (``serve synth-model``), random weights
+(its MTP head accepts nothing: the 0% bracket) and ``--agreeing-mtp`` (every draft accepted: the 100%
+bracket). Servers, all ``serve launch --profile qwen3.6-27b-h100 --gpu auto --engine auto`` at one sizing:
+agreeing no-spec, MTP 1, 2, 3; random MTP 3. Each benched with vLLM's own benchmark (``vllm bench serve``'s
+code, driven in one process so that its import is paid once) at c=1 and c=4, greedy (temperature 0: the
+bench no longer defaults to it), 512 in / 512 out, spec counters read from /metrics around each run; then
+greedy parity agreeing no-spec vs MTP 3 (sequential and concurrent).
+
+Phase 2, the levers (items 3 and 5), random weights (speed does not depend on the values):
+- ``plain``: ``vllm serve MODEL`` with the sizing flags and what the engine needs here (no FlashInfer);
+- ``kit``: the kit without speculative decoding at max_num_seqs 4 (Marlin by rule), the baseline;
+- ``kit-mnbt2048``: the same with ``--max-num-batched-tokens 2048`` (vLLM's default on this GPU: 8192);
+- ``kit16``: the kit at max_num_seqs 16 (the Marlin rule does not fire: the engine's pick, Machete);
+- ``kit16-marlin``: the same command plus ``--linear-backend marlin`` (the rule's bound, at 8 and 16 streams).
+``plain``, ``kit``, ``kit-mnbt2048`` at c=1 and c=4; ``kit`` and ``kit-mnbt2048`` under a
+long-prompt load (4096 in / 128 out, c=4); ``kit16*`` at c=1, 8, 16; and on ``kit`` a multi-turn workload
+(4 turns, each adding up to ~1800 tokens): TTFT of turns 2-4 with the prefix cache usable (one ``cache_salt`` per
+conversation) vs defeated (a fresh salt per request), prefix-cache counters read from /metrics.
+
+Phase 3 (memory allows five servers per phase, not six), async scheduling: ``kit-async`` (the kit's
+command again) vs ``kit-noasync`` (``--no-async-scheduling``; on by default in 0.33), c=1 and c=4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # spawn, bandwidth, readiness, served name (one copy)
+import gpu_suite
+import graph_modes  # kit_argv, pair parity, plan summary, stop
+
+ROOT, PY = gpu_suite.ROOT, gpu_suite.PY
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from serve.parity.prompts import load_prompts  # noqa: E402
+
+PLAIN_NEEDS = ["--gdn-prefill-backend", "triton"]
+PLAIN_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0"}
+GIB = 2**30
+
+
+def sizing(max_num_seqs: int, kv_gib: float, util: float) -> list[str]:
+    return [
+        "serving.max_model_len=8192",
+        f"serving.max_num_seqs={max_num_seqs}",
+        f"serving.gpu_memory_utilization={util}",
+        f"serving.kv_cache_memory_bytes={int(kv_gib * GIB)}",
+    ]
+
+
+CEILING_SIZING = sizing(4, 4, 0.185)
+NOSPEC = ["serving.speculative=null"]
+
+
+def mtp(n: int) -> list[str]:
+    return [f"serving.speculative.num_speculative_tokens={n}"]
+
+
+# name -> (checkpoint, --set items)
+CEILING: dict[str, tuple[str, list[str]]] = {
+    "agree-nospec": ("agree", [*CEILING_SIZING, *NOSPEC]),
+    "agree-mtp1": ("agree", [*CEILING_SIZING, *mtp(1)]),
+    "agree-mtp2": ("agree", [*CEILING_SIZING, *mtp(2)]),
+    "agree-mtp3": ("agree", [*CEILING_SIZING, *mtp(3)]),
+    "random-mtp3": ("random", [*CEILING_SIZING, *mtp(3)]),
+}
+LEVER_SIZING = sizing(4, 2.5, 0.17)
+WIDE_SIZING = sizing(16, 7, 0.205)
+LEVERS: dict[str, tuple[str, list[str], list[str]]] = {
+    # name -> (kind, --set items, flags appended to the kit's rendered command)
+    "plain": ("plain", [], []),
+    "kit": ("kit", [*LEVER_SIZING, *NOSPEC], []),
+    "kit-mnbt2048": ("kit", [*LEVER_SIZING, *NOSPEC], ["--max-num-batched-tokens", "2048"]),
+    "kit16": ("kit", [*WIDE_SIZING, *NOSPEC], []),
+    "kit16-marlin": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "marlin"]),
+}
+ASYNC: dict[str, tuple[str, list[str], list[str]]] = {
+    "kit-async": (
+        "kit",
+        [*LEVER_SIZING, *NOSPEC],
+        [],
+    ),  # the same command as "kit": its compile cache is warm
+    "kit-noasync": ("kit", [*LEVER_SIZING, *NOSPEC], ["--no-async-scheduling"]),
+}
+STANDARD = {"c1": (1, 4, 512, 512), "c4": (4, 16, 512, 512)}  # label -> concurrency, prompts, in, out
+WIDE = {"c1": (1, 4, 512, 512), "c8": (8, 16, 512, 512), "c16": (16, 32, 512, 512)}
+LOAD = {"load-c4": (4, 16, 4096, 128)}
+BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
+    "plain": STANDARD,
+    "kit": {**STANDARD, **LOAD},
+    "kit-mnbt2048": {**STANDARD, **LOAD},
+    "kit-async": STANDARD,
+    "kit-noasync": STANDARD,
+    "kit16": WIDE,
+    "kit16-marlin": WIDE,
+}
+
+
+def log(msg: str) -> None:
+    gpu_suite.log(msg)
+
+
+def write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(path)
+
+
+# --- vLLM's benchmark, in process -----------------------------------------------------------------------
+
+
+def vllm_bench(
+    url: str, model: str, tokenizer: str, concurrency: int, prompts: int, input_len: int, output_len: int
+) -> dict[str, Any]:
+    """``vllm bench serve`` (its own parser and main), random dataset, greedy, --ignore-eos."""
+    from vllm.benchmarks.serve import add_cli_args, main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    argv = [
+        "--backend", "vllm", "--base-url", url, "--endpoint", "/v1/completions",
+        "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
+        "--random-input-len", str(input_len), "--random-output-len", str(output_len),
+        "--num-prompts", str(prompts), "--max-concurrency", str(concurrency),
+        "--ignore-eos", "--seed", "0", "--temperature", "0",
+        "--percentile-metrics", "ttft,tpot,itl", "--metric-percentiles", "50,99",
+    ]  # fmt: skip
+    result = main(parser.parse_args(argv))
+    keep = (
+        "completed", "duration", "output_throughput", "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms",
+        "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_itl_ms", "p99_itl_ms", "total_output_tokens",
+    )  # fmt: skip
+    return {"argv": argv, **{k: result.get(k) for k in keep}}
+
+
+def counters(port: int) -> dict[str, float]:
+    status, text = gpu_suite.http(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    out: dict[str, float] = {}
+    if status != 200:
+        return out
+    for name in (
+        "vllm:spec_decode_num_drafts_total",
+        "vllm:spec_decode_num_draft_tokens_total",
+        "vllm:spec_decode_num_accepted_tokens_total",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+    ):
+        value = gpu_suite.metric_sum(text, name)
+        if value is not None:
+            out[name.split(":", 1)[1].removesuffix("_total")] = value
+    return out
+
+
+def bench_row(work: Path, state: dict[str, Any], name: str, label: str, shape: tuple[int, ...]) -> dict:
+    server = state["servers"][name]
+    concurrency, prompts, input_len, output_len = shape
+    url = f"http://127.0.0.1:{server['port']}"
+    before = counters(server["port"])
+    try:
+        row = vllm_bench(
+            url,
+            compare.served_name(work, name, server["model"]),
+            server["model"],
+            concurrency,
+            prompts,
+            input_len,
+            output_len,
+        )
+    except Exception as exc:  # a failed bench is a result of the run, not its end
+        row = {"error": f"{type(exc).__name__}: {exc}"}
+    after = counters(server["port"])
+    row["counters"] = {k: after[k] - before.get(k, 0.0) for k in after}
+    spec = row["counters"]
+    if spec.get("spec_decode_num_drafts"):
+        row["mean_accepted_length"] = round(
+            1 + spec["spec_decode_num_accepted_tokens"] / spec["spec_decode_num_drafts"], 3
+        )
+        row["acceptance_rate"] = round(
+            spec["spec_decode_num_accepted_tokens"] / max(spec["spec_decode_num_draft_tokens"], 1), 3
+        )
+    row.update(server=name, label=label, concurrency=concurrency, prompts=prompts, input_len=input_len,
+               output_len=output_len)  # fmt: skip
+    log(
+        f"{name} {label}: {json.dumps({k: row.get(k) for k in ('output_throughput', 'median_tpot_ms', 'median_ttft_ms', 'p99_ttft_ms', 'mean_accepted_length', 'error')})}"
+    )
+    return row
+
+
+# --- the multi-turn prefix-cache workload -----------------------------------------------------------------
+
+
+def words(rng: random.Random, n: int) -> str:
+    vocab = ["alpha", "river", "stone", "cloud", "seven", "lamp", "orbit", "cedar", "quartz", "meadow", "north",
+             "harbor", "signal", "copper", "violet", "engine", "paper", "window", "garden", "thunder"]  # fmt: skip
+    return " ".join(rng.choice(vocab) for _ in range(n))
+
+
+def stream_ttft(http: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    ttft = None
+    text = []
+    with http.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {resp.read().decode(errors='replace')[:300]}")
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            piece = "".join(c.get("text") or "" for c in chunk.get("choices") or [])
+            if ttft is None and piece:
+                ttft = time.perf_counter() - t0
+            text.append(piece)
+    return (ttft if ttft is not None else time.perf_counter() - t0), "".join(text)
+
+
+def turn_size(
+    http: httpx.Client, url: str, model: str, turns: int, max_tokens: int
+) -> tuple[int, int, float]:
+    """Words per turn so that the whole conversation fits the server's context: (words, max_model_len,
+    tokens per word as the server's tokenizer counts them)."""
+    max_len = int(http.get(f"{url}/v1/models").json()["data"][0].get("max_model_len") or 2048)
+    sample = words(random.Random(1), 200)
+    count = http.post(f"{url}/tokenize", json={"model": model, "prompt": sample}).json()["count"]
+    per_word = count / 200
+    budget = (max_len - turns * (max_tokens + 16)) * 0.9 / turns
+    return max(8, int(min(budget, 1800) / per_word)), max_len, per_word
+
+
+def multi_turn(work: Path, state: dict[str, Any], name: str, conversations: int = 4, turns: int = 4) -> dict:
+    """TTFT per turn, prefix cache usable (one salt per conversation) vs defeated (a new salt each request).
+    Each turn adds up to ~1800 tokens (vLLM caches a hybrid model's prefix in whole blocks of ~1584)."""
+    server = state["servers"][name]
+    url = f"http://127.0.0.1:{server['port']}"
+    model = compare.served_name(work, name, server["model"])
+    http = httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0))
+    turn_words, max_len, per_word = turn_size(http, url, model, turns, 32)
+    out: dict[str, Any] = {"server": name, "conversations": conversations, "turns": turns, "modes": {},
+                           "turn_words": turn_words, "tokens_per_word": per_word, "max_model_len": max_len}  # fmt: skip
+    for mode in ("cache-usable", "cache-defeated"):
+        rng = random.Random(7)  # the same conversations in both modes
+        before = counters(server["port"])
+        ttfts: list[list[float]] = []
+        for c in range(conversations):
+            history = ""
+            row = []
+            for t in range(turns):
+                history += f"\nUser turn {t + 1}: " + words(rng, turn_words) + "\nAssistant:"
+                salt = f"conv-{c}" if mode == "cache-usable" else f"conv-{c}-turn-{t}-{time.time_ns()}"
+                body = {"model": model, "prompt": history, "max_tokens": 32, "temperature": 0,
+                        "ignore_eos": True, "cache_salt": salt}  # fmt: skip
+                ttft, text = stream_ttft(http, url, body)
+                history += text
+                row.append(round(ttft * 1000, 1))
+            ttfts.append(row)
+        after = counters(server["port"])
+        per_turn = [sorted(r[t] for r in ttfts) for t in range(turns)]
+        out["modes"][mode] = {
+            "ttft_ms": ttfts,
+            "median_ttft_ms_by_turn": [p[len(p) // 2] for p in per_turn],
+            "prefix_cache": {k: after[k] - before.get(k, 0.0) for k in after if k.startswith("prefix")},
+        }
+        log(
+            f"{name} multi-turn {mode}: {out['modes'][mode]['median_ttft_ms_by_turn']} {out['modes'][mode]['prefix_cache']}"
+        )
+    return out
+
+
+# --- spawning -------------------------------------------------------------------------------------------
+
+
+def render_plan(work: Path, name: str, model: Path, port: int, sets: list[str]) -> dict[str, Any]:
+    argv = graph_modes.kit_argv(model, port, sets, work / f"{name}.plan.json")
+    argv[argv.index("launch")] = "render"
+    i = argv.index("--plan-file")
+    del argv[i : i + 2]
+    done = subprocess.run([*argv, "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    plan = json.loads(done.stdout)
+    write_json(work / f"{name}.plan.json", plan)
+    return plan
+
+
+def spawn_lever(work: Path, name: str, model: Path, port: int) -> dict[str, Any]:
+    kind, sets, extra = LEVERS[name]
+    compare.PORTS[name] = port
+    if kind == "plain":
+        argv = compare.vllm_cli(
+            "serve", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "--max-model-len", "8192", "--max-num-seqs", "4", "--gpu-memory-utilization", "0.17",
+            "--kv-cache-memory-bytes", str(int(2.5 * GIB)), *PLAIN_NEEDS,
+        )  # fmt: skip
+        server = compare.spawn(name, argv, work, PLAIN_ENV)
+    elif not extra:
+        server = compare.spawn(
+            name, graph_modes.kit_argv(model, port, sets, work / f"{name}.plan.json"), work
+        )
+    else:
+        # the kit's own command for this sizing, with one flag added: the lever, nothing else changed
+        plan = render_plan(work, name, model, port, sets)
+        argv = [*plan["exec_argv"], *extra]
+        server = compare.spawn(name, argv, work, plan.get("env") or {})
+    server["model"] = str(model)
+    server["extra"] = extra
+    log(f"spawned {name} on {port}: {' '.join(server['argv'][-6:])}")
+    return server
+
+
+def stop_all(state: dict[str, Any]) -> None:
+    graph_modes.stop_all(state)
+
+
+def keep_logs(work: Path, names: list[str]) -> None:
+    (work / "logs").mkdir(exist_ok=True)
+    for name in names:
+        log_file = work / f"{name}.vllm.log"
+        if log_file.exists():
+            (work / "logs" / f"{name}.log").write_bytes(log_file.read_bytes()[-300_000:])
+
+
+def server_facts(work: Path, name: str, server: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ready_s": server.get("ready_s"),
+        "failed": server.get("failed"),
+        "flags": graph_modes.plan_summary(work, name),
+        "int4_kernels": compare.int4_kernels(work, name),
+        "extra": server.get("extra"),
+        "argv": server.get("argv"),
+    }
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+
+def phase_ceiling(work: Path, results: dict[str, Any], models: dict[str, Path]) -> None:
+    state: dict[str, Any] = {"servers": {}}
+    for i, (name, (ckpt, sets)) in enumerate(CEILING.items()):
+        port = 8700 + i
+        compare.PORTS[name] = port
+        argv = graph_modes.kit_argv(models[ckpt], port, sets, work / f"{name}.plan.json")
+        state["servers"][name] = compare.spawn(name, argv, work)
+        state["servers"][name]["model"] = str(models[ckpt])
+    log("ceiling servers spawned")
+    t0 = time.monotonic()
+    compare.wait_all(work, state, timeout_s=600)
+    write_json(work / "state-ceiling.json", state)
+    results["ceiling"] = {"wait_s": round(time.monotonic() - t0, 1), "servers": {}, "rows": [], "parity": []}
+    for name, server in state["servers"].items():
+        results["ceiling"]["servers"][name] = server_facts(work, name, server)
+    write_json(work / "results.json", results)
+    try:
+        for name, server in state["servers"].items():
+            if "ready_s" not in server:
+                continue
+            compare.warm_up(work, state, name)
+            for label, shape in STANDARD.items():
+                results["ceiling"]["rows"].append(bench_row(work, state, name, label, shape))
+                write_json(work / "results.json", results)
+        if all("ready_s" in state["servers"][n] for n in ("agree-nospec", "agree-mtp3")):
+            prompts = load_prompts(None)
+            many = prompts + [f"{p} Answer in one long paragraph." for p in prompts]
+            for concurrent, batch in ((False, prompts), (True, many)):
+                try:
+                    row = graph_modes.pair_parity(state, "agree-nospec", "agree-mtp3", batch, concurrent)
+                except Exception as exc:
+                    row = {"concurrent": concurrent, "error": str(exc)}
+                results["ceiling"]["parity"].append(row)
+                log(
+                    f"parity agree-nospec vs agree-mtp3 concurrent={concurrent}: {row.get('summary', row.get('error'))}"
+                )
+                write_json(work / "results.json", results)
+    finally:
+        stop_all(state)
+        keep_logs(work, list(state["servers"]))
+
+
+def phase_levers(work: Path, results: dict[str, Any], model: Path, phase: str) -> None:
+    servers = LEVERS if phase == "levers" else ASYNC
+    state: dict[str, Any] = {"servers": {}}
+    for i, name in enumerate(servers):
+        state["servers"][name] = spawn_lever(work, name, model, (8800 if phase == "levers" else 8900) + i)
+    write_json(work / f"state-{phase}.json", state)
+    t0 = time.monotonic()
+    compare.wait_all(work, state, timeout_s=600)
+    results[phase] = {"wait_s": round(time.monotonic() - t0, 1), "servers": {}, "rows": []}
+    for name, server in state["servers"].items():
+        results["levers"]["servers"][name] = server_facts(work, name, server)
+    write_json(work / "results.json", results)
+    try:
+        for name, server in state["servers"].items():
+            if "ready_s" not in server:
+                continue
+            compare.warm_up(work, state, name)
+            for label, shape in BENCHES[name].items():
+                results[phase]["rows"].append(bench_row(work, state, name, label, shape))
+                write_json(work / "results.json", results)
+            if name == "kit":
+                try:
+                    results[phase]["multi_turn"] = multi_turn(work, state, name)
+                except Exception as exc:
+                    results[phase]["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+                write_json(work / "results.json", results)
+    finally:
+        stop_all(state)
+        keep_logs(work, list(state["servers"]))
+
+
+def cmd_run(work: Path, phases: list[str]) -> int:
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "phases": phases}
+    results["bandwidth_gbps"] = compare.copy_bandwidth_gbps()
+    log(f"copy bandwidth {results['bandwidth_gbps']} GB/s")
+    models = {"random": work / "synth-random", "agree": work / "synth-agree"}
+    for key, path in models.items():
+        t0 = time.monotonic()
+        if not (path / "config.json").exists():
+            extra = ["--agreeing-mtp"] if key == "agree" else []
+            subprocess.run(
+                [PY, "-m", "serve", "synth-model", str(path), "--device", "cuda", *extra],
+                cwd=ROOT,
+                check=True,
+            )
+        results[f"synth_{key}_write_s"] = round(time.monotonic() - t0, 1)
+    write_json(work / "results.json", results)
+    try:
+        if "ceiling" in phases:
+            phase_ceiling(work, results, models)
+        for phase in ("levers", "async"):
+            if phase in phases:
+                phase_levers(work, results, models["random"], phase)
+    finally:
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_json(work / "results.json", results)
+        (work / "DONE").write_text("done\n")
+    return 0
+
+
+def cmd_poll(work: Path, out: Path, wait_s: float, until: str | None) -> int:
+    """Sleep until the run is done (or ``until`` appears in results.json, or ``wait_s`` passes), then copy
+    the results, the run's log and the server logs' tails to ``out``."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not (work / "DONE").exists():
+        if until and (work / "results.json").exists() and until in (work / "results.json").read_text():
+            break
+        time.sleep(5)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "run.log"):
+        if (work / name).exists():
+            shutil.copy(work / name, out / name)
+    logs = sorted((work / "logs").glob("*.log")) if (work / "logs").exists() else []
+    for path in logs:
+        shutil.copy(path, out / path.name)
+    for plan in sorted(work.glob("*.plan.json")):
+        shutil.copy(plan, out / plan.name)
+    done = (work / "DONE").exists()
+    print(f"done={done}")
+    if (work / "run.log").exists():
+        print((work / "run.log").read_text()[-6000:])
+    return 0
+
+
+def cmd_stop(work: Path) -> int:
+    """Kill the servers of every phase's state file (each in its own session)."""
+    for state_file in work.glob("state-*.json"):
+        for server in json.loads(state_file.read_text())["servers"].values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server["pid"], signal.SIGKILL)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["run", "poll", "stop"])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/lv"))
+    ap.add_argument("--out", type=Path, default=Path("out/levers"))
+    ap.add_argument("--wait", type=float, default=500)
+    ap.add_argument("--until", default=None, help="poll: return as soon as this text is in results.json")
+    ap.add_argument("--phases", default="ceiling,levers,async")
+    args = ap.parse_args()
+    if args.step == "run":
+        return cmd_run(args.work, args.phases.split(","))
+    if args.step == "poll":
+        return cmd_poll(args.work, args.out, args.wait, args.until)
+    return cmd_stop(args.work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
