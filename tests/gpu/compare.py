@@ -146,11 +146,15 @@ def cmd_start(work: Path, names: list[str]) -> int:
 
 
 def alive(pid: int) -> bool:
+    """Running, and not a zombie (an exited child that nobody reaped still answers kill 0)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def wait_all(work: Path, state: dict[str, Any], timeout_s: float) -> None:
