@@ -108,8 +108,8 @@ WIDE = {"c1": (1, 4, 512, 512), "c8": (8, 16, 512, 512), "c16": (16, 32, 512, 51
 LOAD = {"load-c4": (4, 16, 4096, 128)}
 BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "plain": STANDARD,
-    "kit": {**STANDARD, **LOAD},
-    "kit-mnbt2048": {**STANDARD, **LOAD},
+    "kit": {**LOAD, **STANDARD},
+    "kit-mnbt2048": {**LOAD, **STANDARD},
     "kit-async": STANDARD,
     "kit-noasync": STANDARD,
     "kit16": WIDE,
@@ -394,8 +394,12 @@ def phase_ceiling(work: Path, results: dict[str, Any], models: dict[str, Path]) 
         keep_logs(work, list(state["servers"]))
 
 
-def phase_levers(work: Path, results: dict[str, Any], model: Path, phase: str) -> None:
+def phase_levers(
+    work: Path, results: dict[str, Any], model: Path, phase: str, only: list[str] | None = None
+) -> None:
     servers = LEVERS if phase == "levers" else ASYNC
+    if only:
+        servers = {name: servers[name] for name in only if name in servers}
     state: dict[str, Any] = {"servers": {}}
     for i, name in enumerate(servers):
         state["servers"][name] = spawn_lever(work, name, model, (8800 if phase == "levers" else 8900) + i)
@@ -425,9 +429,11 @@ def phase_levers(work: Path, results: dict[str, Any], model: Path, phase: str) -
         keep_logs(work, list(state["servers"]))
 
 
-def cmd_run(work: Path, phases: list[str]) -> int:
+def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "phases": phases}
+    results_file = work / "results.json"
+    results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results.update(started=time.strftime("%Y-%m-%d %H:%M:%S"), phases=phases, only=only)
     results["bandwidth_gbps"] = compare.copy_bandwidth_gbps()
     log(f"copy bandwidth {results['bandwidth_gbps']} GB/s")
     models = {"random": work / "synth-random", "agree": work / "synth-agree"}
@@ -447,7 +453,7 @@ def cmd_run(work: Path, phases: list[str]) -> int:
             phase_ceiling(work, results, models)
         for phase in ("levers", "async"):
             if phase in phases:
-                phase_levers(work, results, models["random"], phase)
+                phase_levers(work, results, models["random"], phase, only)
     finally:
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         write_json(work / "results.json", results)
@@ -496,9 +502,10 @@ def main() -> int:
     ap.add_argument("--wait", type=float, default=500)
     ap.add_argument("--until", default=None, help="poll: return as soon as this text is in results.json")
     ap.add_argument("--phases", default="ceiling,levers,async")
+    ap.add_argument("--only", default=None, help="run: these servers of the lever phases, in this order")
     args = ap.parse_args()
     if args.step == "run":
-        return cmd_run(args.work, args.phases.split(","))
+        return cmd_run(args.work, args.phases.split(","), args.only.split(",") if args.only else None)
     if args.step == "poll":
         return cmd_poll(args.work, args.out, args.wait, args.until)
     return cmd_stop(args.work)
