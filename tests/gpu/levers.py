@@ -352,9 +352,13 @@ def server_facts(work: Path, name: str, server: dict[str, Any]) -> dict[str, Any
 # --- the run --------------------------------------------------------------------------------------------
 
 
-def phase_ceiling(work: Path, results: dict[str, Any], models: dict[str, Path]) -> None:
-    state: dict[str, Any] = {"servers": {}}
+def phase_ceiling(
+    work: Path, results: dict[str, Any], models: dict[str, Path], only: list[str] | None = None
+) -> None:
+    state: dict[str, Any] = {"servers": {}, "model": str(models["agree"])}  # compare.warm_up reads "model"
     for i, (name, (ckpt, sets)) in enumerate(CEILING.items()):
+        if only and name not in only:
+            continue
         port = 8700 + i
         compare.PORTS[name] = port
         argv = graph_modes.kit_argv(models[ckpt], port, sets, work / f"{name}.plan.json")
@@ -400,7 +404,7 @@ def phase_levers(
     servers = LEVERS if phase == "levers" else ASYNC
     if only:
         servers = {name: servers[name] for name in only if name in servers}
-    state: dict[str, Any] = {"servers": {}}
+    state: dict[str, Any] = {"servers": {}, "model": str(model)}
     for i, name in enumerate(servers):
         state["servers"][name] = spawn_lever(work, name, model, (8800 if phase == "levers" else 8900) + i)
     write_json(work / f"state-{phase}.json", state)
@@ -450,7 +454,7 @@ def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int
     write_json(work / "results.json", results)
     try:
         if "ceiling" in phases:
-            phase_ceiling(work, results, models)
+            phase_ceiling(work, results, models, only)
         for phase in ("levers", "async"):
             if phase in phases:
                 phase_levers(work, results, models["random"], phase, only)
