@@ -51,6 +51,7 @@ class MetricsLoop:
         self.window = SpecDecodeWindow(spec_window_s)
         self.gpu = gpu
         self._gpu_busy = False
+        self._metrics_up: bool | None = None  # the latest read of vLLM's /metrics (None: none yet)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             headers=headers,
@@ -99,10 +100,19 @@ class MetricsLoop:
             # Parsing a large body is CPU work; off the event loop it cannot delay a scrape of ours.
             snapshot = await asyncio.to_thread(parse_vllm_metrics, body.decode("utf-8", errors="replace"))
         except (httpx.HTTPError, asyncio.TimeoutError, ResponseTooLarge, MetricsParseError) as exc:
-            log.debug("vLLM /metrics unavailable: %s: %s", type(exc).__name__, exc)
+            # Once per outage at WARNING: a server without vLLM's /metrics (Ray Serve LLM exports through
+            # Ray's metrics agent, not on its app port) leaves the sidecar up with these series absent.
+            log.log(
+                logging.WARNING if self._metrics_up is not False else logging.DEBUG,
+                "vLLM /metrics unavailable at %s: %s: %s; healthcheck_vllm_metrics_up 0, the vLLM "
+                "gauges and spec-decode series absent; readiness does not depend on it",
+                self.url, type(exc).__name__, exc,
+            )  # fmt: skip
+            self._metrics_up = False
             m.vllm_metrics_up.set(0)
             readings.vllm = None
             return
+        self._metrics_up = True
         m.vllm_metrics_up.set(1)
         readings.vllm = snapshot
         if snapshot.spec is None:

@@ -60,6 +60,7 @@ class ProbeResult:
     total_s: float = 0.0
     sample: str = ""  # the start of the generated text, for the readiness body
     answer_check: str = ""  # ProbeQuestion.answer_check of the question asked ("" before the chat)
+    health: str = ""  # "ok"; "absent (HTTP 404)": a server without /health (Ray Serve LLM); "" before
     finished_at: float = field(default_factory=time.time)
 
     @property
@@ -173,6 +174,7 @@ class Prober:
         self._reachable = False
         self._sample = ""
         self._answer_check = ""
+        self._health = ""
         self._model: str | None = None
 
     async def aclose(self) -> None:
@@ -181,6 +183,7 @@ class Prober:
     async def run(self) -> ProbeResult:
         start = time.monotonic()
         self._stage, self._reachable, self._sample, self._answer_check = "health", False, "", ""
+        self._health = ""
         self._model = None
         try:
             model, ttft, text = await asyncio.wait_for(self._probe(), self.deadline_s)
@@ -211,6 +214,7 @@ class Prober:
             total_s=time.monotonic() - start,
             sample=text[:200],
             answer_check=self._answer_check,
+            health=self._health,
         )
 
     def _fail(self, start: float, reason: str, detail: str) -> ProbeResult:
@@ -223,6 +227,7 @@ class Prober:
             total_s=time.monotonic() - start,
             sample=self._redact(self._sample),
             answer_check=self._answer_check,
+            health=self._health,
         )
 
     async def _get(self, path: str) -> tuple[httpx.Response, bytes]:
@@ -233,8 +238,14 @@ class Prober:
     async def _probe(self) -> tuple[str, float | None, str]:
         response, body = await self._get("/health")
         self._reachable = True
-        if response.status_code != 200:
+        if response.status_code == 404:
+            # No such route, not a failed health: Ray Serve LLM's OpenAI ingress serves /v1/* only
+            # (Ray 2.60). /health was never enough anyway; the completion below decides, as for vLLM.
+            self._health = "absent (HTTP 404)"
+        elif response.status_code != 200:
             raise ProbeFailure("health_failed", f"/health: HTTP {response.status_code}")
+        else:
+            self._health = "ok"
 
         self._stage = "models"
         response, body = await self._get("/v1/models")

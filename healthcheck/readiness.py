@@ -80,5 +80,6 @@ class Readiness:
                 "sample": self.last.sample,
                 "answer_check": self.last.answer_check,
                 "engine_reachable": self.last.engine_reachable,
+                "health": self.last.health,
             }
         return out

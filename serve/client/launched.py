@@ -12,9 +12,13 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+OWN_GROUP: dict = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+"""Popen arguments for a process group of the child's own in the caller's session."""
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -77,7 +81,11 @@ class LaunchedProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # its own process group (stop() signals the whole of it), but the caller's session: with
+                # scheduler autogroup on (Linux's default on desktops), a new session is a CPU-scheduling
+                # group of its own, and on a loaded machine the client's reads of a stream then lagged
+                # the server by up to 1.1 s (docs/scale-out-results/diagnosis/autogroup-experiment.md)
+                **OWN_GROUP,
             )
         self.started_at = time.monotonic()
         return self
@@ -113,7 +121,7 @@ class LaunchedProcess:
         once no process of the group is left (None when it was never started)."""
         if self.proc is None:
             return None
-        pgid = self.proc.pid  # start_new_session: the group id is the child's pid
+        pgid = self.proc.pid  # its own group: the group id is the child's pid
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
         if not self._wait_group(pgid, grace_s):

@@ -52,9 +52,13 @@ print("KIT-RESULT " + json.dumps({"actors": rows, "running": running}))
 
 
 class RayCluster:
-    def __init__(self, venv: Path, *, cpus_per_node: int = 4) -> None:
+    def __init__(self, venv: Path, *, cpus_per_node: int = 4, worker_niceness: int | None = None) -> None:
         self.venv = Path(venv)
         self.cpus = cpus_per_node
+        # Ray starts its workers (replicas, their vLLM engines) at nice 15 by default (its C++ config
+        # worker_niceness): on a shared machine they then yield to every nice-0 process, a directly
+        # started vLLM does not. scripts/ray_serve_overhead.py sets 0 to compare like with like.
+        self.worker_niceness = worker_niceness
         self.port = free_port()
         # Ray's socket paths must stay short (AF_UNIX limit): a short temp dir of our own.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))
@@ -82,6 +86,8 @@ class RayCluster:
             PYTHONUNBUFFERED="1",
             PATH=f"{self.venv / 'bin'}:{env.get('PATH', '')}",
         )
+        if self.worker_niceness is not None:
+            env["RAY_worker_niceness"] = str(self.worker_niceness)
         return env
 
     def _checked(self, *argv: str, host: int = 0, timeout: float = 240) -> str:
