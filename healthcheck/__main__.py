@@ -12,6 +12,7 @@ def serve(argv: Sequence[str]) -> int:
 
     import uvicorn
 
+    from healthcheck.access import exposure
     from healthcheck.app import Sidecar, build_app
     from healthcheck.config import SettingsError, parse_settings
     from healthcheck.redact import Redactor, install_log_redaction
@@ -23,6 +24,10 @@ def serve(argv: Sequence[str]) -> int:
     except SettingsError as exc:
         print(f"healthcheck: {exc}", file=sys.stderr)
         return 2
+    refusal, warning = exposure(settings, api_key)
+    if refusal:
+        print(f"healthcheck: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -31,6 +36,12 @@ def serve(argv: Sequence[str]) -> int:
     # uvicorn.Config has installed uvicorn's handlers by now: every handler redacts, ours included.
     install_log_redaction(Redactor([api_key]))
     logging.getLogger("healthcheck").info("settings: %s", settings.redacted())
+    if warning:
+        logging.getLogger("healthcheck").warning("%s", warning)
+    elif api_key:
+        logging.getLogger("healthcheck").info(
+            "API key required on /metrics, / and the detail of /readyz (Authorization: Bearer)"
+        )
     uvicorn.Server(config).run()
     return 0
 

@@ -4,7 +4,8 @@ metrics loop (healthcheck.metrics_loop: vLLM /metrics, GPU, plan), and a plain A
 in the vLLM container does it (healthcheck.watchdog), so no container needs the Docker socket.
 
 Requests never wait on vLLM: every endpoint answers from state in memory, so a hung vLLM cannot hang
-Docker's health check or a Prometheus scrape."""
+Docker's health check or a Prometheus scrape. With an API key, a caller without it gets 401 everywhere
+but /livez and /readyz, which give it their bare verdict only (healthcheck.access says why)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from prometheus_client import make_asgi_app
 
+from healthcheck.access import OPEN_TO_ANYONE, authorized
 from healthcheck.config import Settings
 from healthcheck.gpu import NvmlTelemetry
 from healthcheck.metrics import SidecarMetrics
@@ -40,6 +42,7 @@ class Sidecar:
         self, settings: Settings, *, api_key: str | None = None, gpu: NvmlTelemetry | None = None
     ) -> None:
         self.settings = settings
+        self.api_key = api_key  # vLLM's, sent by the loops; and the sidecar's own (healthcheck.access)
         self.shown_url = redact_url(settings.vllm_url)
         self.metrics = SidecarMetrics()
         self.readiness = Readiness(settings.failure_threshold, settings.success_threshold)
@@ -152,7 +155,13 @@ class Sidecar:
 
 
 # --- the ASGI app ------------------------------------------------------------------------------
-async def _send_json(send: Send, status: int, doc: dict[str, Any], head: bool = False) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    doc: dict[str, Any],
+    head: bool = False,
+    extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     body = json.dumps(doc, indent=1).encode() + b"\n"
     await send(
         {
@@ -162,6 +171,7 @@ async def _send_json(send: Send, status: int, doc: dict[str, Any], head: bool = 
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
+                *extra_headers,
             ],
         }
     )
@@ -193,6 +203,16 @@ def build_app(sidecar: Sidecar) -> Callable[[Scope, Receive, Send], Awaitable[No
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        keyed = authorized(scope.get("headers") or [], sidecar.api_key)
+        if not keyed and path not in OPEN_TO_ANYONE:
+            await _send_json(
+                send,
+                401,
+                {"error": "unauthorized: send 'Authorization: Bearer <key>' (the stack's API key)"},
+                method == "HEAD",
+                ((b"www-authenticate", b'Bearer realm="healthcheck"'),),
+            )
+            return
         if path == "/metrics":
             await metrics_app(scope, receive, send)
             return
@@ -204,8 +224,14 @@ def build_app(sidecar: Sidecar) -> Callable[[Scope, Receive, Send], Awaitable[No
             alive = sidecar.alive()
             await _send_json(send, 200 if alive else 500, {"alive": alive}, head)
         elif path == "/readyz":
-            body = sidecar.readiness.body(answer_check=sidecar.question().answer_check)
-            await _send_json(send, 200 if body["ready"] else 503, body, head)
+            ready = sidecar.readiness.ready
+            # Without the key: the verdict only (a Kubernetes probe reads the status code).
+            body = (
+                sidecar.readiness.body(answer_check=sidecar.question().answer_check)
+                if keyed
+                else {"ready": ready}
+            )
+            await _send_json(send, 200 if ready else 503, body, head)
         elif path == "/":
             await _send_json(
                 send,

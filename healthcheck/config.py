@@ -27,6 +27,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from healthcheck import ENV_PREFIX
+from healthcheck.keys import resolve_key
 from healthcheck.question import compile_expect
 from healthcheck.redact import redact_json_text, redact_url
 
@@ -61,8 +62,9 @@ class Settings(BaseSettings):
     )
     api_key: str | None = Field(
         None,
-        description="API key for vLLM (sent as a Bearer token by the probes and the /metrics reads). "
-        "Falls back to VLLM_API_KEY, then api_key_file.",
+        description="API key for vLLM (sent as a Bearer token by the probes and the /metrics reads), "
+        "and the sidecar's own: with a key, /metrics, / and the detail of /readyz want "
+        "'Authorization: Bearer <key>'. Falls back to VLLM_API_KEY, then api_key_file.",
     )
     api_key_file: Path | None = Field(None, description="File holding the API key (e.g. a Docker secret).")
 
@@ -73,6 +75,17 @@ class Settings(BaseSettings):
         "the container, where the published port decides who can reach it.",
     )
     port: int = Field(8889, description="Port the sidecar listens on.")
+    published_bind: str | None = Field(
+        None,
+        description="Host address the sidecar's port is published on, where that decides who can reach it "
+        "(compose: HEALTHCHECK_BIND); the key check then judges it instead of --host.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve on an address other machines can reach without an API key (then /metrics, / "
+        "and the detail of /readyz are open to them), with a loud warning. Without it such an address "
+        "needs a key, which the sidecar then requires as 'Authorization: Bearer <key>'.",
+    )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     header_timeout_s: float = Field(
         5.0,
@@ -237,21 +250,13 @@ class Settings(BaseSettings):
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to send: this setting, else VLLM_API_KEY (compose often shares vLLM's env), else the
         file. Read at startup; a missing file is an error the user can act on."""
-        environ = os.environ if environ is None else environ
-        if self.api_key:
-            return self.api_key
-        if environ.get("VLLM_API_KEY"):
-            return environ["VLLM_API_KEY"]
-        if self.api_key_file is not None:
-            try:
-                key = self.api_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SettingsError(
-                    f"{flag_name('api_key_file')} / {env_name('api_key_file')}: cannot read "
-                    f"{self.api_key_file}: {exc.strerror}"
-                ) from exc
-            return key or None
-        return None
+        try:
+            return resolve_key(self.api_key, self.api_key_file, os.environ if environ is None else environ)
+        except OSError as exc:
+            raise SettingsError(
+                f"{flag_name('api_key_file')} / {env_name('api_key_file')}: cannot read "
+                f"{self.api_key_file}: {exc.strerror}"
+            ) from exc
 
     def redacted(self) -> dict[str, Any]:
         """Settings as logged at startup: no key, no URL password, no secret in the extra body."""

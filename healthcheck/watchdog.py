@@ -6,7 +6,8 @@ chat completion, the question from plan.json) and, after ``watchdog_failures`` f
 past the start period (healthcheck.restart_policy), kills vLLM's process group and exits with
 ``EXIT_WEDGED``; Docker's ``restart: unless-stopped`` then starts the container again. SIGTERM, SIGINT,
 SIGHUP and SIGQUIT are passed on to vLLM, and its exit code is passed through (128 + N for a signal),
-so ``docker stop`` behaves as when vLLM was exec'd.
+so ``docker stop`` behaves as when vLLM was exec'd. A guard process (healthcheck.orphan_guard) stops
+vLLM's process group when the launcher dies first (SIGKILL on bare metal), so vLLM is never orphaned.
 
 Settings are environment variables (``SERVE_WATCHDOG``, ``SERVE_WATCHDOG_*``), defined once here on
 pydantic-settings. ``SERVE_WATCHDOG=auto`` (the default) turns it on inside a container only."""
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from healthcheck.orphan_guard import Guard
 from healthcheck.plan_info import PlanFile
 from healthcheck.probe import Prober, ProbeResult
 from healthcheck.probe_loop import ProbeLoop
@@ -58,6 +60,12 @@ class WatchdogSettings(BaseSettings):
     )
     watchdog_probe_timeout_s: float = Field(
         30.0, gt=0, description="Deadline of one whole probe (health + models + chat completion)."
+    )
+    watchdog_orphan_grace_s: float = Field(
+        15.0,
+        ge=0,
+        description="When the launcher dies before vLLM (killed with SIGKILL, crashed), its guard sends "
+        "vLLM's process group SIGTERM, then SIGKILL after this many seconds.",
     )
 
     def enabled(self, markers: Sequence[Path] = CONTAINER_MARKERS) -> bool:
@@ -164,7 +172,14 @@ class Watchdog:
         for sig in FORWARDED:
             loop.add_signal_handler(sig, self._forward, sig)
         # Its own session and process group: the wedge kill reaches the engine core and the workers.
-        proc = self._proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        # The guard, started first, stops that group should the launcher die before it.
+        guard = Guard(self.settings.watchdog_orphan_grace_s)
+        try:
+            proc = self._proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        except OSError:
+            guard.release()
+            raise
+        guard.watch(proc.pid)
         for sig in self._pending:
             proc.send_signal(sig)
         prober = Prober(
@@ -199,6 +214,7 @@ class Watchdog:
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # helpers vLLM left behind when it ended
+            guard.release()
             probing.cancel()
             await asyncio.gather(probing, return_exceptions=True)
             await prober.aclose()

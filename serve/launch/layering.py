@@ -19,6 +19,8 @@ ENV_API_KEY = "VLLM_API_KEY"
 ENV_PUBLISHED_BIND = "SERVE_PUBLISHED_BIND"
 """Set by docker-compose.yml to the host address the API port is published on (``VLLM_BIND``): in a
 container vLLM binds 0.0.0.0, and this, not the listen address, says who can reach it."""
+ENV_SIDECAR_PUBLISHED_BIND = "SERVE_SIDECAR_PUBLISHED_BIND"
+"""Set by docker-compose.yml to the host address the sidecar's port is published on (``HEALTHCHECK_BIND``)."""
 MAX_EXTENDS = 16
 """Profiles in one ``extends`` chain; the shipped ones use 2."""
 NOT_INHERITED = ("serving.allow_unauthenticated",)
@@ -38,6 +40,9 @@ class LaunchInputs:
     """``VLLM_API_KEY`` is set (non-empty) in the launcher's environment, which vLLM inherits."""
     published_bind: str | None = None
     """``SERVE_PUBLISHED_BIND``: the address the port is published on (compose); None outside it."""
+    sidecar_published_bind: str | None = None
+    """``SERVE_SIDECAR_PUBLISHED_BIND``: the address the sidecar's port is published on (compose); None
+    outside it (on bare metal the sidecar checks its own listen address: healthcheck.access)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,7 @@ def load_profile(
             "plan.json and the sidecar describe the server that runs"
         )
     published = environ.get(ENV_PUBLISHED_BIND, "").strip() or None
+    sidecar_published = environ.get(ENV_SIDECAR_PUBLISHED_BIND, "").strip() or None
     name = path.stem if _is_shipped(path) else shown
     return LoadedProfile(
         name=name,
@@ -290,5 +296,6 @@ def load_profile(
             user_keys=frozenset(user_keys),
             api_key_set=bool(environ.get(ENV_API_KEY, "").strip()),
             published_bind=published,
+            sidecar_published_bind=sidecar_published,
         ),
     )

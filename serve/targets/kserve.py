@@ -115,8 +115,16 @@ def render(loaded: LoadedProfile, plan: Plan) -> Rendered:
         "command": ["python3", "-m", "healthcheck"],
         "args": sidecar_args(plan),
         "ports": [{"containerPort": SIDECAR_PORT, "name": "readiness", "protocol": "TCP"}],
+        # All addresses: the kubelet's probes come to the pod's IP. With the Secret's key the sidecar
+        # requires it except for the bare verdict of /readyz and /livez, which is all a probe reads
+        # (an httpGet probe could only carry the key in clear: healthcheck/access.py).
         "env": _env(
-            {"HEALTHCHECK_VLLM_URL": f"http://127.0.0.1:{port}", "HEALTHCHECK_PORT": str(SIDECAR_PORT)},
+            {
+                "HEALTHCHECK_VLLM_URL": f"http://127.0.0.1:{port}",
+                "HEALTHCHECK_PORT": str(SIDECAR_PORT),
+                "HEALTHCHECK_HOST": "0.0.0.0",
+                **({} if api_key else {"HEALTHCHECK_ALLOW_UNAUTHENTICATED": "true"}),
+            },
             api_key,
         ),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
@@ -163,4 +171,10 @@ def render(loaded: LoadedProfile, plan: Plan) -> Rendered:
         "kserve: the main container serves plain HTTP on its port (KServe's default template adds TLS "
         "flags; these args replace them)"
     )
+    if api_key is None:
+        notes.append(
+            "kserve: no scale.api_key_secret: vLLM's port and the readiness sidecar's "
+            "(HEALTHCHECK_ALLOW_UNAUTHENTICATED=true) answer anyone on the cluster network without a key; "
+            "set scale.api_key_secret to require one"
+        )
     return Rendered(TARGET, [claim, service], notes, header(TARGET, plan, MODELLED_ON))

@@ -474,14 +474,22 @@ def test_cpu_stack_comes_up_answers_and_goes_away(docker, prometheus_image):
             and chat["usage"]["completion_tokens"] > 0
         )
 
+        # The sidecar wants the key too: without it the bare verdict of /readyz, 401 on /metrics.
         status, ready = _http(f"http://127.0.0.1:{sidecar}/readyz")
-        assert status == 200, ready
+        assert (status, ready) == (200, {"ready": True}), ready
+        status, ready = _http(f"http://127.0.0.1:{sidecar}/readyz", key=key)
+        assert status == 200 and ready["reason"] == "ok", ready
+        status, refused = _http(f"http://127.0.0.1:{sidecar}/metrics")
+        assert status == 401 and "healthcheck_" not in json.dumps(refused), refused
 
         # The entrypoint runs `serve launch` without --gpu, so the plan is for the GPU detected in the
         # container: none here (no device, no NVML). Never the profile's GPU as if it were there.
         shown = _run([*compose, "exec", "-T", "vllm", "cat", "/run/kit/plan.json"], env=env).stdout
         assert json.loads(shown)["facts"]["gpu"] == {"origin": "none"}, shown[-2000:]
-        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar}/metrics", timeout=10) as resp:
+        keyed = urllib.request.Request(
+            f"http://127.0.0.1:{sidecar}/metrics", headers={"Authorization": f"Bearer {key}"}
+        )
+        with urllib.request.urlopen(keyed, timeout=10) as resp:
             exposed = resp.read().decode()
         info = [ln for ln in exposed.splitlines() if ln.startswith("healthcheck_plan_info{")]
         assert len(info) == 1 and 'gpu_origin="none"' in info[0], info or exposed[-2000:]

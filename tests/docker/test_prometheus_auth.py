@@ -1,13 +1,15 @@
-"""The shipped Prometheus scrape of vLLM sends the stack's API key: a real Prometheus (Debian's binary,
-as in tests/healthcheck/test_healthcheck_prometheus.py) runs the ``vllm`` job exactly as
-config/prometheus/prometheus.yml writes it (only the target and the key file's path changed).
+"""The shipped Prometheus scrapes of vLLM and of the sidecar send the stack's API key: a real Prometheus
+(Debian's binary, as in tests/healthcheck/test_healthcheck_prometheus.py) runs the ``vllm`` and
+``healthcheck`` jobs exactly as config/prometheus/prometheus.yml writes them (only the targets and the
+key file's path changed). The ``healthcheck`` target is the real sidecar (``python -m healthcheck``) with
+a key, which it then requires on /metrics (healthcheck/access.py).
 
 The key-guarded endpoint is a FAKE, named so: a small real HTTP server that answers /metrics in the
 Prometheus text format only with ``Authorization: Bearer <key>``. vLLM itself (0.32, 0.33) guards /v1,
 /v2, /inference and /cohere but not /metrics, so a real vLLM cannot show the scrape failing without the
 key; the compose test (test_compose.py) shows the real vLLM scraped with the key in the running stack.
 
-Cost: one Prometheus start and a few 1-second scrapes, about 5 s. No Docker needed.
+Cost: one Prometheus start, one sidecar start and a few 1-second scrapes, about 7 s. No Docker needed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.healthcheck.conftest import Sidecar
 from tests.support.require import skip_or_fail
 from tests.support.vllm_server import free_port
 
@@ -70,9 +73,9 @@ class KeyGuardedMetrics(ThreadingHTTPServer):
         return f"127.0.0.1:{self.server_address[1]}"
 
 
-def _shipped_vllm_job() -> dict:
+def _shipped_job(name: str) -> dict:
     config = yaml.safe_load((REPO / "config/prometheus/prometheus.yml").read_text())
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "vllm"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == name]
     assert job["authorization"]["credentials_file"] == "/run/kit-secrets/api_key.prometheus", job
     return job
 
@@ -90,11 +93,14 @@ def scrapes(tmp_path_factory) -> Iterator[dict[str, dict]]:
         (work / name).write_text(text)
         (work / name).chmod(0o600)
     server = KeyGuardedMetrics()
-    shipped = _shipped_vllm_job()
+    # The real sidecar with the stack's key; no vLLM behind it (its own /metrics answers regardless).
+    sidecar = Sidecar("http://127.0.0.1:9", work, api_key=KEY, gpu=False, probe_interval_s=5)
 
-    def job(name: str, path: str, key_file: str | None) -> dict:
+    def job(name: str, path: str, key_file: str | None, shipped_as: str = "vllm") -> dict:
+        shipped = _shipped_job(shipped_as)
         j = {**shipped, "job_name": name, "metrics_path": path}
-        j["static_configs"] = [{"targets": [server.target]}]
+        target = server.target if shipped_as == "vllm" else f"127.0.0.1:{sidecar.port}"
+        j["static_configs"] = [{"targets": [target]}]
         if key_file is None:
             j.pop("authorization")
         else:
@@ -107,6 +113,9 @@ def scrapes(tmp_path_factory) -> Iterator[dict[str, dict]]:
         job("wrong_key", "/guarded/metrics", "wrong"),
         # The stack without a key writes an empty file: the scrape of vLLM's unguarded /metrics must work.
         job("empty_key_file", "/open/metrics", "empty"),
+        job("sidecar_with_key", "/metrics", "key", "healthcheck"),
+        job("sidecar_without_key", "/metrics", None, "healthcheck"),
+        job("sidecar_wrong_key", "/metrics", "wrong", "healthcheck"),
     ]
     config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": jobs}
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -147,6 +156,7 @@ def scrapes(tmp_path_factory) -> Iterator[dict[str, dict]]:
         proc.wait(timeout=30)
         log.close()
         server.shutdown()
+        sidecar.stop()
 
 
 def test_the_scrape_with_the_key_file_succeeds(scrapes):
@@ -164,3 +174,11 @@ def test_the_scrape_without_the_key_fails(scrapes):
 def test_an_empty_key_file_scrapes_an_unguarded_endpoint(scrapes):
     target = scrapes["targets"]["empty_key_file"]
     assert target["health"] == "up", target
+
+
+def test_the_keyed_sidecar_is_scraped_with_the_key_file_only(scrapes):
+    target = scrapes["targets"]["sidecar_with_key"]
+    assert target["health"] == "up", target
+    for job in ("sidecar_without_key", "sidecar_wrong_key"):
+        target = scrapes["targets"][job]
+        assert target["health"] == "down" and "401" in target["lastError"], (job, target)

@@ -88,7 +88,11 @@ class Sidecar:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=5.0, trust_env=False)
+        # A keyed sidecar wants the key on /metrics, / and /readyz's detail (healthcheck/access.py):
+        # this client sends it, as Prometheus and Docker's healthcheck do.
+        key = settings.get("api_key")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx.Client(base_url=self.url, timeout=5.0, trust_env=False, headers=headers)
         try:
             wait_for(self._live, 30, what="sidecar /livez")
         except AssertionError:

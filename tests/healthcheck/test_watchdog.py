@@ -1,9 +1,9 @@
 """The launcher's watchdog (healthcheck/watchdog.py) without Docker: the restart policy, and the
 supervisor as a real process tree: exit codes passed through, SIGTERM forwarded, a wedged server's
-process group killed with exit 75.
+process group killed with exit 75, and no orphan when the launcher itself is killed with SIGKILL.
 
 The child here is a small Python process (named as a FAKE engine: it serves nothing), and the probes go
-to the FAKE vLLM of fault_server.py; the real vLLM and Docker are in test_watchdog_docker.py. ~15 s."""
+to the FAKE vLLM of fault_server.py; the real vLLM and Docker are in test_watchdog_docker.py. ~20 s."""
 
 from __future__ import annotations
 
@@ -67,13 +67,17 @@ def test_probe_url_maps_wildcards_to_loopback() -> None:
 
 # --- the supervisor as a process tree ----------------------------------------------------------
 # FAKE engine: a process with a child of its own (as vLLM has its engine core), which writes its
-# pid, exits 0 on SIGTERM, and otherwise sleeps or exits with the code given.
+# pid, exits 0 on SIGTERM (code -2: ignores SIGTERM, it and its child), and otherwise sleeps or exits
+# with the code given.
 FAKE_ENGINE = r"""
 import os, signal, subprocess, sys, time
 pid_file, code = sys.argv[1], int(sys.argv[2])
+if code == -2:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the child
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 open(pid_file, "w").write(f"{os.getpid()} {child.pid}")
-signal.signal(signal.SIGTERM, lambda *_: (child.terminate(), sys.exit(0)))
+if code != -2:
+    signal.signal(signal.SIGTERM, lambda *_: (child.terminate(), sys.exit(0)))
 if code >= 0:
     sys.exit(code)
 time.sleep(600)
@@ -102,10 +106,39 @@ def _pids(pid_file: Path) -> list[int]:
     return [int(p) for p in pid_file.read_text().split()]
 
 
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 def test_exit_code_is_passed_through(tmp_path: Path) -> None:
     proc, _ = _supervisor(tmp_path, free_port(), 3)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err
+    assert "[watchdog guard]" not in err, err  # the launcher stopped vLLM itself: the guard stays quiet
+
+
+@pytest.mark.parametrize(
+    "code, grace, how", [(-1, "10", "stopped by SIGTERM"), (-2, "1", "SIGKILL after 1 s")]
+)
+def test_a_launcher_killed_with_sigkill_leaves_no_orphan(
+    tmp_path: Path, code: int, grace: str, how: str
+) -> None:
+    """Bare metal, SERVE_WATCHDOG=on: SIGKILL of the launcher (no handler runs) must not orphan vLLM's
+    process group. Its guard stops it: SIGTERM, then SIGKILL for an engine that ignores SIGTERM."""
+    proc, pid_file = _supervisor(tmp_path, free_port(), code, SERVE_WATCHDOG_ORPHAN_GRACE_S=grace)
+    engine, engine_child = _pids(pid_file)
+    others = [c.pid for c in psutil.Process(proc.pid).children() if c.pid != engine]  # the guard
+    assert len(others) == 1, others
+    t0 = time.monotonic()
+    proc.kill()
+    proc.wait(10)
+    for pid in (engine, engine_child, *others):
+        wait_for(lambda pid=pid: _gone(pid), 8, what=f"pid {pid} gone after the launcher's SIGKILL")
+    took = time.monotonic() - t0
+    err = proc.stderr.read() if proc.stderr else ""  # complete: the guard, its last writer, has exited
+    print(f"\n[watchdog] launcher SIGKILLed -> engine, its child and the guard gone in {took:.1f} s ({how})")
+    assert f"vLLM's process group {engine}: " in err and how in err, err
+    assert took < (3 if code == -1 else 5), took
 
 
 def test_sigterm_is_forwarded_and_the_engine_exit_code_returned(tmp_path: Path) -> None:

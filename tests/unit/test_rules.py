@@ -136,6 +136,11 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case(**CPU, sets=("hardware.tensor_parallel_size=2",)),
         Case(**CPU, sets=("hardware.tensor_parallel_size=1",)),
     ),
+    # More cases (extra_args sizes, serving.env wins, every engine): tests/unit/test_tp_rules.py
+    "multi-gpu-no-nvlink-multicast": (
+        Case(sets=("hardware.tensor_parallel_size=2",), gpu="rtx5090-x2"),
+        Case(sets=("hardware.tensor_parallel_size=1",), gpu="rtx5090-x2"),
+    ),
     "gpu-needed": (Case(gpu=None), Case(gpu="h100")),
     "spec-gdn-hybrid-needs-0.28": (Case(engine="vllm-0.24"), Case(engine="vllm-0.28")),
     "memory-fit": (Case(), Case(model_update={"weight_bytes": None})),
