@@ -130,6 +130,10 @@ class ModelFacts(Strict):
     """Gated DeltaNet dimensions (linear_num_key_heads, linear_key_head_dim, linear_num_value_heads,
     linear_value_head_dim, linear_conv_kernel_dim)."""
     has_vision: bool = False
+    mamba_ssm_dtype: str | None = None
+    """config.json's ``mamba_ssm_dtype``, the dtype vLLM keeps the Gated DeltaNet recurrent state in;
+    ``auto`` where a hybrid model's config.json does not say (vLLM then uses the model dtype); None where
+    a description leaves it out (the memory planner assumes float32 for Qwen3.5/3.6)."""
     mtp_fc_quantized: bool | None = None
     """From the safetensors index: ``mtp.fc`` stored as qweight (vLLM then skips it: 0% acceptance)."""
     weight_bytes: int | None = None
@@ -192,5 +196,6 @@ def model_facts_from_config(config: dict[str, Any], source: str) -> ModelFacts:
         quantization=config.get("quantization_config"),
         linear_attention=linear_dims,
         has_vision="vision_config" in config,
+        mamba_ssm_dtype=merged.get("mamba_ssm_dtype") or ("auto" if linear else None),
         source=source,
     )

@@ -16,9 +16,12 @@ state (``Platform._align_hybrid_block_size``), groups layers into KV-cache group
 size (``_get_kv_cache_groups_uniform_page_size``), and carves the budget into blocks of
 ``group_size * page`` bytes shared by all groups. A request at ``max_model_len`` needs
 ``cdiv(max_model_len, block_size)`` blocks per attention group plus ``1 + num_spec`` (or
-``2 + num_spec`` with prefix caching's "align" mode) blocks per linear-attention group.
+``2 + num_spec`` with prefix caching's "align" mode, ``3 + num_spec`` when vLLM 0.33's
+FlashInfer GDN prefill also keeps a prefill checkpoint) blocks per linear-attention group.
 vLLM starts only if one such request fits (``check_enough_kv_cache_memory``) and logs
-``KV cache size: N tokens`` where ``N = num_blocks / blocks_per_request * max_model_len``.
+``KV cache size: N tokens`` where ``N = num_blocks / blocks_per_request * max_model_len``
+(``get_max_concurrency_for_kv_cache_config``; all blocks, the null block included). Checked
+to the token against vLLM 0.33.0 on an H200 (tests/unit/test_memory_h200_ceiling.py).
 
 Run ``python -m serve.launch.memory --table`` for the prediction table in docs/memory.md.
 """
@@ -211,13 +214,18 @@ class ModelShape:
 def shape_from_facts(facts: Any, *, mamba_ssm_dtype: str | None = None) -> ModelShape:
     """Adapter for ``serve.launch.facts.ModelFacts`` (duck-typed; this module imports no facts).
 
-    ModelFacts does not carry ``mamba_ssm_dtype``; Qwen3.5/3.6 configs set it to float32 (vLLM
-    follows it), so that is assumed for ``qwen3_5*`` / ``qwen3_next`` models unless given."""
+    ``mamba_ssm_dtype``: the argument, else the facts' (config.json's). ``auto`` (a config.json that
+    does not say): vLLM keeps the state in the model dtype (``Qwen3_5ForConditionalGenerationConfig``
+    copies only a given value into ``mamba_ssm_cache_dtype``), as for the kit's tiny models. Unknown
+    (a description that leaves it out): float32 for ``qwen3_5*`` / ``qwen3_next``, what the published
+    Qwen3.5/3.6 configs set."""
     lin = dict(getattr(facts, "linear_attention", {}) or {})
     model_type = str(getattr(facts, "model_type", ""))
     ssm = mamba_ssm_dtype or getattr(facts, "mamba_ssm_dtype", None)
     if ssm is None and facts.linear_attention_layers and model_type.startswith(("qwen3_5", "qwen3_next")):
         ssm = "float32"
+    if ssm == "auto" or (ssm is not None and str(ssm).removeprefix("torch.") not in DTYPE_BYTES):
+        ssm = None
     dtype = str(getattr(facts, "torch_dtype", None) or "bfloat16").removeprefix("torch.")
     return ModelShape(
         num_attention_layers=facts.full_attention_layers,
@@ -323,10 +331,23 @@ class CacheParams:
     The H100 measurement in CONTEXT.md (vLLM 0.24) matches ``none``."""
     mamba_ssm_dtype: str | None = None
     """Recurrent-state dtype the engine forces, overriding the model's (None: the model's)."""
+    prefill_checkpoint_alignment: int = 0
+    """Align mode only, 0 for none: the token alignment of the state checkpoints the GDN prefill kernel
+    exports from inside a prefill. vLLM 0.33 gives each linear-attention group one more state block per
+    request for them (``MambaSpec.num_prefill_checkpoint_blocks``: 3 + num_spec instead of 2 + num_spec)
+    and makes the block size a multiple of the alignment (``Platform._align_hybrid_block_size``). Only
+    FlashInfer's GDN prefill exports them (``FLASHINFER_GDN_CHECKPOINT_ALIGNMENT`` = 64);
+    :func:`serve.launch.memory_fit.gdn_prefill_checkpoints` says when vLLM picks it."""
 
     @classmethod
-    def cuda(cls, *, prefix_caching: bool = False) -> CacheParams:
-        return cls(16, 16, "align" if prefix_caching else "none")
+    def cuda(cls, *, prefix_caching: bool = False, prefill_checkpoint_alignment: int = 0) -> CacheParams:
+        align = prefix_caching and prefill_checkpoint_alignment > 0
+        return cls(
+            16,
+            16,
+            "align" if prefix_caching else "none",
+            prefill_checkpoint_alignment=prefill_checkpoint_alignment if align else 0,
+        )
 
     @classmethod
     def cpu(cls, *, prefix_caching: bool = False, avx512_bf16: bool = True) -> CacheParams:
@@ -405,10 +426,13 @@ def cache_layout(
         shape, num_speculative_tokens=num_speculative_tokens, tensor_parallel_size=tensor_parallel_size
     )
     linear_layers = shape.num_linear_layers
+    checkpoints = cache.mamba_cache_mode == "align" and cache.prefill_checkpoint_alignment > 0
     if linear_layers and state:
         # Platform._align_hybrid_block_size: smallest multiple of the kernel alignment whose
         # attention page holds one layer's state; the state is then padded to that page.
         align = max(cache.kernel_block_multiple, cache.block_size)
+        if checkpoints:
+            align = math.lcm(align, cache.prefill_checkpoint_alignment)
         block_size = max(block_size, align * _cdiv(state, align * per_token_layer))
     page = block_size * per_token_layer
     if linear_layers and attn_layers:
@@ -419,7 +443,8 @@ def cache_layout(
     else:
         group_size = attn_layers or linear_layers
     if cache.mamba_cache_mode == "align":
-        linear_blocks = 2 + num_speculative_tokens
+        # MambaSpec.max_memory_usage_bytes: 2 + num_speculative_blocks + num_prefill_checkpoint_blocks.
+        linear_blocks = 2 + num_speculative_tokens + (1 if checkpoints else 0)
     else:
         linear_blocks = 1 + num_speculative_tokens
     return CacheLayout(
@@ -497,19 +522,25 @@ class OverheadModel:
 
     fixed_bytes: int
     activation_bytes_per_token_hidden: int = 2 * 4
-    """Bytes per batched token per unit of hidden size (4 bf16 hidden-sized buffers)."""
+    """Bytes per batched token per unit of hidden size (4 bf16 hidden-sized buffers). With tensor
+    parallelism every GPU holds them whole: the residual stream and the all-reduced outputs."""
     activation_bytes_per_token_intermediate: int = 2 * 2
-    """Bytes per batched token per unit of intermediate size (the gate_up output in bf16)."""
+    """Bytes per batched token per unit of intermediate size (the gate_up output in bf16). With tensor
+    parallelism each GPU holds its 1/TP slice: gate_up is vLLM's MergedColumnParallelLinear, whose output
+    stays sharded until down_proj (row-parallel) reduces it."""
 
-    def activation_bytes(self, shape: ModelShape, max_num_batched_tokens: int) -> int:
+    def activation_bytes(
+        self, shape: ModelShape, max_num_batched_tokens: int, tensor_parallel_size: int = 1
+    ) -> int:
         per_token = (
             self.activation_bytes_per_token_hidden * shape.hidden_size
-            + self.activation_bytes_per_token_intermediate * shape.intermediate_size
+            + self.activation_bytes_per_token_intermediate * shape.intermediate_size // tensor_parallel_size
         )
         return max_num_batched_tokens * per_token
 
-    def bytes(self, shape: ModelShape, max_num_batched_tokens: int) -> int:
-        return self.fixed_bytes + self.activation_bytes(shape, max_num_batched_tokens)
+    def bytes(self, shape: ModelShape, max_num_batched_tokens: int, tensor_parallel_size: int = 1) -> int:
+        """Per GPU. ``fixed_bytes`` is not divided: every GPU has its own CUDA context and graph pools."""
+        return self.fixed_bytes + self.activation_bytes(shape, max_num_batched_tokens, tensor_parallel_size)
 
 
 @dataclass(frozen=True)
@@ -575,7 +606,10 @@ class FitResult:
     bytes_per_block: int
     num_blocks: int
     kv_capacity_tokens: int
-    """Tokens of KV the cache holds when one request is running (its state blocks taken)."""
+    """vLLM's ``GPU KV cache size: N tokens`` (the same figure as :attr:`vllm_reported_tokens`): the
+    full-length requests that fit at once times max_model_len, each request counting its attention
+    blocks and its linear-attention state blocks. Not the tokens one request could hold: that is
+    :attr:`max_model_len_one_seq` (before the max_position_embeddings cap)."""
     max_model_len: int
     """The requested length, or the chosen one for ``max_model_len=None`` (auto)."""
     max_num_seqs: int
@@ -665,7 +699,7 @@ def fit(
         batched = max_num_batched_tokens or max(8192, max_num_seqs)
         budget = int(total_memory_bytes * gpu_memory_utilization)
         weight_b = w.total
-        over_b = overhead.bytes(shape, batched)
+        over_b = overhead.bytes(shape, batched, tensor_parallel_size)
         kv_bytes = budget - weight_b - over_b
 
     one = max_len_that_fits(layout, kv_bytes, 1, limit)
@@ -682,11 +716,8 @@ def fit(
 
     num_blocks = max(0, kv_bytes) // layout.bytes_per_block
     state_seq = layout.state_bytes_per_seq
-    capacity = max(0, num_blocks - 1 - layout.linear_groups * layout.linear_blocks_per_seq)
-    capacity_tokens = (
-        (capacity // max(1, layout.attn_groups)) * layout.block_size if layout.attn_groups else 0
-    )
     reported, concurrency = kv_capacity(layout, kv_bytes, max(1, chosen))
+    capacity_tokens = reported
 
     head = (
         f"budget {_gib(budget)} = weights {_gib(weight_b)} + overhead {_gib(over_b)} + KV {_gib(kv_bytes)}"
@@ -727,21 +758,21 @@ def fit(
                 f"max_model_len {_tokens(chosen)} fits {concurrency:.2f} full-length requests, "
                 f"fewer than max_num_seqs {max_num_seqs}: longer requests will queue or be "
                 f"preempted; all {max_num_seqs} fit up to {_tokens(all_seqs)} tokens each. "
-                f"{head}; KV holds {_tokens(capacity_tokens)} tokens ({facts})"
+                f"{head}; KV cache size {_tokens(capacity_tokens)} tokens as vLLM logs it ({facts})"
             )
         elif headroom < MARGIN and kv_cache_memory_bytes is None:
             verdict = "warn"
             msg = (
                 f"max_model_len {_tokens(chosen)} fits, but within the planner's {MARGIN:.0%} "
-                f"error (largest {_tokens(one_uncapped)}). {head}; KV holds "
-                f"{_tokens(capacity_tokens)} tokens ({facts})"
+                f"error (largest {_tokens(one_uncapped)}). {head}; KV cache size "
+                f"{_tokens(capacity_tokens)} tokens as vLLM logs it ({facts})"
             )
         else:
             verdict = "ok"
             msg = (
                 f"max_model_len {_tokens(chosen)}{' (auto)' if auto else ''} x {max_num_seqs} "
-                f"sequence(s) fits: {head}; KV holds {_tokens(capacity_tokens)} tokens "
-                f"({facts}); full-length requests at once: {concurrency:.2f}"
+                f"sequence(s) fits: {head}; KV cache size {_tokens(capacity_tokens)} tokens as vLLM "
+                f"logs it ({facts}); full-length requests at once: {concurrency:.2f}"
             )
     if layout.block_size != cache.block_size and layout.linear_layers:
         notes.append(
@@ -854,7 +885,7 @@ def prediction_table(
     fit at once (MTP on with ``num_speculative_tokens``)."""
     gpus = gpus or described_gpus()
     header = (
-        "| GPU | KV dtype | KiB/token | KV memory | KV tokens | max_model_len (1 seq) | "
+        "| GPU | KV dtype | KiB/token | KV memory | vLLM KV cache tokens | max_model_len (1 seq) | "
         + " | ".join(f"max_model_len x{n}" for n in seqs[1:])
         + f" | {target_len // 1024}K fits? | {target_len // 1024}K requests at once |"
     )

@@ -238,3 +238,4 @@ def _set_env(env: dict[str, Decision], rule: Rule, effect: SetEnv, warnings: lis
         )
         return
     env[effect.name] = Decision(effect.name, effect.value, "rule", rule.reason, rule.id, rule.issues)
+    _say_cost(rule, warnings)
