@@ -152,6 +152,12 @@ def pair_parity(
     return out
 
 
+def parity_prompts() -> tuple[list[str], list[str]]:
+    """The parity prompts sent one after another, and the doubled set sent all at once (mixed steps)."""
+    prompts = load_prompts(None)
+    return prompts, prompts + [f"{p} Answer in one long paragraph." for p in prompts]
+
+
 def stop_all(state: dict[str, Any]) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for server in state["servers"].values():
@@ -177,8 +183,7 @@ def cmd_tiny(work: Path, out: Path) -> int:
     state = spawn_all(work, servers, 8500)
     try:
         compare.wait_all(work, state, timeout_s=420)
-        prompts = load_prompts(None)
-        many = prompts + [f"{p} Answer in one long paragraph." for p in prompts]
+        prompts, many = parity_prompts()
         report: dict[str, Any] = {"servers": {}, "pairs": []}
         for name, server in state["servers"].items():
             report["servers"][name] = {

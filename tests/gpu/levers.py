@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,6 @@ ROOT, PY = gpu_suite.ROOT, gpu_suite.PY
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-
-from serve.parity.prompts import load_prompts  # noqa: E402
 
 PLAIN_NEEDS = ["--gdn-prefill-backend", "triton"]
 PLAIN_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0"}
@@ -117,8 +116,7 @@ BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
 }
 
 
-def log(msg: str) -> None:
-    gpu_suite.log(msg)
+log = gpu_suite.log
 
 
 def write_json(path: Path, doc: Any) -> None:
@@ -326,10 +324,6 @@ def spawn_lever(work: Path, name: str, model: Path, port: int) -> dict[str, Any]
     return server
 
 
-def stop_all(state: dict[str, Any]) -> None:
-    graph_modes.stop_all(state)
-
-
 def keep_logs(work: Path, names: list[str]) -> None:
     (work / "logs").mkdir(exist_ok=True)
     for name in names:
@@ -352,6 +346,46 @@ def server_facts(work: Path, name: str, server: dict[str, Any]) -> dict[str, Any
 # --- the run --------------------------------------------------------------------------------------------
 
 
+def bench_phase(
+    work: Path,
+    results: dict[str, Any],
+    phase: str,
+    state: dict[str, Any],
+    benches: dict[str, dict[str, tuple[int, int, int, int]]],
+    after: Callable[[str, dict[str, Any]], None] | None = None,
+    finish: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Wait for the phase's spawned servers, record them, warm up and bench each ready one (``benches``:
+    name -> label -> shape), ``after(name, doc)`` once each is benched, ``finish(doc)`` at the end; then
+    stop them and keep their logs. Results are written after every step."""
+    write_json(work / f"state-{phase}.json", state)
+    t0 = time.monotonic()
+    compare.wait_all(work, state, timeout_s=600)
+    doc = results[phase] = {
+        "wait_s": round(time.monotonic() - t0, 1),
+        "servers": {name: server_facts(work, name, server) for name, server in state["servers"].items()},
+        "rows": [],
+    }
+    write_json(work / "results.json", results)
+    try:
+        for name, server in state["servers"].items():
+            if "ready_s" not in server:
+                continue
+            compare.warm_up(work, state, name)
+            for label, shape in benches[name].items():
+                doc["rows"].append(bench_row(work, state, name, label, shape))
+                write_json(work / "results.json", results)
+            if after:
+                after(name, doc)
+                write_json(work / "results.json", results)
+        if finish:
+            finish(doc)
+            write_json(work / "results.json", results)
+    finally:
+        graph_modes.stop_all(state)
+        keep_logs(work, list(state["servers"]))
+
+
 def phase_ceiling(
     work: Path, results: dict[str, Any], models: dict[str, Path], only: list[str] | None = None
 ) -> None:
@@ -365,37 +399,23 @@ def phase_ceiling(
         state["servers"][name] = compare.spawn(name, argv, work)
         state["servers"][name]["model"] = str(models[ckpt])
     log("ceiling servers spawned")
-    t0 = time.monotonic()
-    compare.wait_all(work, state, timeout_s=600)
-    write_json(work / "state-ceiling.json", state)
-    results["ceiling"] = {"wait_s": round(time.monotonic() - t0, 1), "servers": {}, "rows": [], "parity": []}
-    for name, server in state["servers"].items():
-        results["ceiling"]["servers"][name] = server_facts(work, name, server)
-    write_json(work / "results.json", results)
-    try:
-        for name, server in state["servers"].items():
-            if "ready_s" not in server:
-                continue
-            compare.warm_up(work, state, name)
-            for label, shape in STANDARD.items():
-                results["ceiling"]["rows"].append(bench_row(work, state, name, label, shape))
-                write_json(work / "results.json", results)
-        if all("ready_s" in state["servers"][n] for n in ("agree-nospec", "agree-mtp3")):
-            prompts = load_prompts(None)
-            many = prompts + [f"{p} Answer in one long paragraph." for p in prompts]
-            for concurrent, batch in ((False, prompts), (True, many)):
-                try:
-                    row = graph_modes.pair_parity(state, "agree-nospec", "agree-mtp3", batch, concurrent)
-                except Exception as exc:
-                    row = {"concurrent": concurrent, "error": str(exc)}
-                results["ceiling"]["parity"].append(row)
-                log(
-                    f"parity agree-nospec vs agree-mtp3 concurrent={concurrent}: {row.get('summary', row.get('error'))}"
-                )
-                write_json(work / "results.json", results)
-    finally:
-        stop_all(state)
-        keep_logs(work, list(state["servers"]))
+
+    def parity(doc: dict[str, Any]) -> None:
+        doc["parity"] = []
+        if not all("ready_s" in state["servers"].get(n, {}) for n in ("agree-nospec", "agree-mtp3")):
+            return
+        prompts, many = graph_modes.parity_prompts()
+        for concurrent, batch in ((False, prompts), (True, many)):
+            try:
+                row = graph_modes.pair_parity(state, "agree-nospec", "agree-mtp3", batch, concurrent)
+            except Exception as exc:
+                row = {"concurrent": concurrent, "error": str(exc)}
+            doc["parity"].append(row)
+            log(
+                f"parity agree-nospec vs agree-mtp3 concurrent={concurrent}: {row.get('summary', row.get('error'))}"
+            )
+
+    bench_phase(work, results, "ceiling", state, dict.fromkeys(state["servers"], STANDARD), finish=parity)
 
 
 def phase_levers(
@@ -407,30 +427,16 @@ def phase_levers(
     state: dict[str, Any] = {"servers": {}, "model": str(model)}
     for i, name in enumerate(servers):
         state["servers"][name] = spawn_lever(work, name, model, (8800 if phase == "levers" else 8900) + i)
-    write_json(work / f"state-{phase}.json", state)
-    t0 = time.monotonic()
-    compare.wait_all(work, state, timeout_s=600)
-    results[phase] = {"wait_s": round(time.monotonic() - t0, 1), "servers": {}, "rows": []}
-    for name, server in state["servers"].items():
-        results["levers"]["servers"][name] = server_facts(work, name, server)
-    write_json(work / "results.json", results)
-    try:
-        for name, server in state["servers"].items():
-            if "ready_s" not in server:
-                continue
-            compare.warm_up(work, state, name)
-            for label, shape in BENCHES[name].items():
-                results[phase]["rows"].append(bench_row(work, state, name, label, shape))
-                write_json(work / "results.json", results)
-            if name == "kit":
-                try:
-                    results[phase]["multi_turn"] = multi_turn(work, state, name)
-                except Exception as exc:
-                    results[phase]["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
-                write_json(work / "results.json", results)
-    finally:
-        stop_all(state)
-        keep_logs(work, list(state["servers"]))
+
+    def prefix_cache(name: str, doc: dict[str, Any]) -> None:
+        if name != "kit":
+            return
+        try:
+            doc["multi_turn"] = multi_turn(work, state, name)
+        except Exception as exc:
+            doc["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    bench_phase(work, results, phase, state, BENCHES, after=prefix_cache)
 
 
 def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int:
