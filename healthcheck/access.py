@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Iterable
 
 from healthcheck.config import Settings, env_name, flag_name
-from serve.launch.addresses import is_loopback
+from serve.launch.addresses import SIDECAR_LOOPBACK_FIX, is_loopback
 
 OPEN_TO_ANYONE = ("/livez", "/readyz")
 """Paths that answer a caller without the key, with their bare verdict only."""
@@ -31,7 +31,7 @@ def exposure(settings: Settings, api_key: str | None) -> tuple[str | None, str |
     shown = f"{flag_name(name)} / {env_name(name)} = {address!r}"
     if settings.published_bind:
         shown += " (compose: HEALTHCHECK_BIND)"
-        loopback = "publish it on loopback (HEALTHCHECK_BIND=127.0.0.1, the default)"
+        loopback = SIDECAR_LOOPBACK_FIX
     else:
         loopback = f"listen on loopback ({flag_name('host')} 127.0.0.1, the default)"
     if settings.allow_unauthenticated:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 
+SIDECAR_LOOPBACK_FIX = "publish it on loopback (HEALTHCHECK_BIND=127.0.0.1, the default)"
+"""The fix for an open sidecar port in compose, in the launcher's refusal and the sidecar's own."""
+
 
 def is_loopback(address: str) -> bool:
     """True when only this machine can connect to ``address``: 127.0.0.0/8, ::1, ``localhost``. A host

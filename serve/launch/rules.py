@@ -27,6 +27,7 @@ from typing import Any, Literal
 from packaging.version import Version
 
 from serve.launch import memory_fit
+from serve.launch.addresses import SIDECAR_LOOPBACK_FIX
 from serve.launch.addresses import is_loopback as _is_loopback
 from serve.launch.facts import EngineFacts, GpuFacts, ModelFacts
 from serve.launch.kv import TQ_FORK_NAMES, TQ_MAINLINE_NAMES, TURBOQUANT_PREFIX
@@ -407,7 +408,7 @@ def _open_port_effect(ctx: Ctx) -> Effect:
         wheres.append(
             f"the sidecar's port is published on {ctx.inputs.sidecar_published_bind} (HEALTHCHECK_BIND)"
         )
-        fixes.append("publish it on loopback (HEALTHCHECK_BIND=127.0.0.1, the default)")
+        fixes.append(SIDECAR_LOOPBACK_FIX)
     where, bind_fix = " and ".join(wheres), " and ".join(fixes)
     if ctx.profile.serving.allow_unauthenticated:
         who = "use the model" if api else "read the sidecar's metrics and probe detail"
