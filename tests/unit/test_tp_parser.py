@@ -15,8 +15,8 @@ import pytest
 
 from serve.errors import KitError
 from serve.launch import config_files, probes, target_gpu
-from serve.launch.planning import plan_for
 from serve.launch.render import render_argv
+from tests.support.golden import described_plan, engine_facts
 from tests.support.require import need_vllm
 
 TP2 = "qwen3.6-27b-2x-rtx5090-tp2"
@@ -33,11 +33,6 @@ MULTICAST_OFF = {
     "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
     "NVSHMEM_DISABLE_NVLS": "1",
 }
-
-
-@functools.cache
-def _engine(name: str):
-    return probes.engine_facts(name)
 
 
 def _two_of(profile: str) -> target_gpu.TargetGpu:
@@ -58,15 +53,7 @@ def _render(profile: str, engine: str, sets: tuple[str, ...]):
     """(argv, env) of the plan, or the refusal's message."""
     gpu = "rtx5090-x2" if profile == TP2 else _two_of(profile)
     try:
-        result = plan_for(
-            profile,
-            sets=sets,
-            environ={},
-            gpu=gpu,
-            engine=_engine(engine),
-            described_model=True,
-            explain_gpu=False,
-        ).plan
+        result = described_plan(profile, gpu, engine, sets)
     except KitError as exc:
         return str(exc)
     return render_argv(result), {k: str(d.value) for k, d in result.env.items()}
@@ -76,7 +63,7 @@ def _cases() -> dict[tuple[str, str, tuple[str, ...]], str]:
     """(profile, engine, sets) for every TP 2 render that must reach vLLM's parser."""
     cases = {}
     for engine in CUDA_ENGINES:
-        spec = (SEED_SPEC,) if _engine(engine).parsed_version.release < (0, 28) else ()
+        spec = (SEED_SPEC,) if engine_facts(engine).parsed_version.release < (0, 28) else ()
         # The fork's TurboQuant name (tq-t4nc) is not mainline's, whose parser this is: fp8 there; the
         # fork's own name is checked below as the one rejection.
         kv = ("serving.kv_cache=fp8",) if engine == "tq-fork" else ()
@@ -124,7 +111,7 @@ def test_every_tp2_value_is_one_the_rendering_engine_lists():
     checked = 0
     for (profile, engine, sets), where in _cases().items():
         argv, _ = _render(profile, engine, sets)
-        facts = _engine(engine)
+        facts = engine_facts(engine)
         lists = {
             "--kv-cache-dtype": facts.kv_cache_dtypes,
             "--linear-backend": facts.linear_backends,
