@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the offline bundle that makes a newer vLLM run on the lent GPU machine, in parts of <= 61 MiB.
+"""Build the offline bundle that makes a newer vLLM run on the lent GPU machine, in parts of <= 52 MiB.
 
     python3 scripts/gpu/make-bundle.py --vllm 0.33.0            # -> bundle/vllm-0.33.0/call01 .. callNN
 
@@ -272,7 +272,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="scratch folder (default: a folder under /tmp)")
     ap.add_argument("--machine", type=Path, default=HERE / "h200-machine.toml")
     ap.add_argument(
-        "--part-mib", type=float, default=61.0, help="size of one call's folder, MiB (default 61)"
+        "--part-mib",
+        type=float,
+        default=52.0,
+        help="size of one call's folder, MiB (default 52: a call carries 64 MiB with the repository's own files, "
+        "8.4 MB on disk on 2026-12-02 and growing; a 58 MiB folder was refused that day)",
     )
     ap.add_argument(
         "--level", type=int, default=12, help="zstd level (default 12: 6 parts for 0.33.0, -6 gives 7)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -60,15 +61,32 @@ def main() -> int:
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     want = {c["name"]: c["version"] for c in info.get("contents", [])}
 
+    def in_site(path: str) -> bool:
+        return bool(site) and Path(site).resolve() in Path(path).resolve().parents
+
     def torch_import() -> str:
         import torch
 
         where = Path(torch.__file__).resolve()
-        if site and Path(site).resolve() not in where.parents:
-            raise RuntimeError(f"torch came from {where}, not from the bundle in {site}")
-        if "torch" in want and not torch.__version__.startswith(want["torch"]):
-            raise RuntimeError(f"torch {torch.__version__}, the bundle carries {want['torch']}")
-        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) from {where.parent}"
+        if "torch" in want or not info:
+            if site and not in_site(str(where)):
+                raise RuntimeError(f"torch came from {where}, not from the bundle in {site}")
+            if "torch" in want and not torch.__version__.startswith(want["torch"]):
+                raise RuntimeError(f"torch {torch.__version__}, the bundle carries {want['torch']}")
+            return f"torch {torch.__version__} (CUDA {torch.version.cuda}) from {where.parent}"
+        # The bundle carries no torch (vLLM pins the machine's): torch must be the machine's, at vLLM's pin.
+        from importlib import metadata
+
+        from packaging.requirements import Requirement
+
+        if in_site(str(where)):
+            raise RuntimeError(f"torch came from {where}, inside the bundle, which carries no torch")
+        base = torch.__version__.split("+")[0]
+        for line in metadata.requires("vllm") or []:
+            r = Requirement(line)
+            if r.name == "torch" and r.marker is None and not r.specifier.contains(base, prereleases=True):
+                raise RuntimeError(f"the machine's torch is {torch.__version__}; vllm requires {r}")
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) from {where.parent} (the machine's)"
 
     check("torch", torch_import)
 
@@ -89,7 +107,12 @@ def main() -> int:
         carried = want.get("nvidia-nccl-cu13")
         if carried and v != carried:
             raise RuntimeError(f"NCCL {v} loaded, the bundle carries {carried}")
-        return f"NCCL {v}"
+        if carried or not info:
+            return f"NCCL {v}"
+        where = loaded_libs().get("libnccl.so.2", "")
+        if where and in_site(where):
+            raise RuntimeError(f"NCCL {v} loaded from {where}, inside the bundle, which carries no NCCL")
+        return f"NCCL {v} (not carried: the machine's{', ' + where if where else ''})"
 
     check("nccl version", nccl)
 
@@ -161,7 +184,9 @@ def main() -> int:
         """One of vLLM's own CUDA kernels from its (pruned) library, against a reference."""
         import torch
 
-        importlib.import_module("vllm._C_stable_libtorch")
+        # vLLM's kernel library: _C_stable_libtorch (0.24, 0.33), _C in older versions; rms_norm is torch.ops._C.
+        ext = "vllm._C_stable_libtorch" if importlib.util.find_spec("vllm._C_stable_libtorch") else "vllm._C"
+        importlib.import_module(ext)
         from vllm.vllm_flash_attn import flash_attn_interface as fa
 
         x = torch.randn(4, 5120, device="cuda", dtype=torch.bfloat16)
@@ -213,15 +238,27 @@ def main() -> int:
         from argparse import Namespace
 
         from fastapi import FastAPI
-        from vllm.entrypoints.launchers.api_server.routers import register_api_routers
 
         class Args(Namespace):
             def __getattr__(self, key: str) -> None:
                 return None
 
-        app = FastAPI()
-        app.state.args = args = Args()
-        register_api_routers(args, app, ("generate",), None)
+        if importlib.util.find_spec("vllm.entrypoints.launchers") is not None:
+            from vllm.entrypoints.launchers.api_server.routers import register_api_routers
+
+            app = FastAPI()
+            app.state.args = args = Args()
+            register_api_routers(args, app, ("generate",), None)
+        else:
+            # vLLM 0.24: the routers are registered inside build_app, which reads these arguments too.
+            from vllm.entrypoints.openai.api_server import build_app
+
+            class Args24(Args):
+                middleware = ()
+                allowed_origins = allowed_methods = allowed_headers = ("*",)
+                root_path = ""
+
+            app = build_app(Args24(), ("generate",), None)
         paths = {getattr(r, "path", "") for r in app.routes}
         for need in ("/v1/chat/completions", "/metrics", "/health", "/v1/models"):
             if need not in paths:
