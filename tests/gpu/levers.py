@@ -171,13 +171,25 @@ def counters(port: int) -> dict[str, float]:
     return out
 
 
-def bench_row(work: Path, state: dict[str, Any], name: str, label: str, shape: tuple[int, ...]) -> dict:
+BenchFn = Callable[[str, str, str, int, int, int, int], dict[str, Any]]
+
+
+def bench_row(
+    work: Path,
+    state: dict[str, Any],
+    name: str,
+    label: str,
+    shape: tuple[int, ...],
+    bench: BenchFn | None = None,
+) -> dict:
+    """One ``vllm bench serve`` run against one server, spec/prefix counters read around it. ``bench``:
+    how to run it (default: in this process, :func:`vllm_bench`)."""
     server = state["servers"][name]
     concurrency, prompts, input_len, output_len = shape
     url = f"http://127.0.0.1:{server['port']}"
     before = counters(server["port"])
     try:
-        row = vllm_bench(
+        row = (bench or vllm_bench)(
             url,
             compare.served_name(work, name, server["model"]),
             server["model"],
@@ -354,13 +366,15 @@ def bench_phase(
     benches: dict[str, dict[str, tuple[int, int, int, int]]],
     after: Callable[[str, dict[str, Any]], None] | None = None,
     finish: Callable[[dict[str, Any]], None] | None = None,
+    bench: BenchFn | None = None,
+    wait_s: float = 600,
 ) -> None:
     """Wait for the phase's spawned servers, record them, warm up and bench each ready one (``benches``:
     name -> label -> shape), ``after(name, doc)`` once each is benched, ``finish(doc)`` at the end; then
     stop them and keep their logs. Results are written after every step."""
     write_json(work / f"state-{phase}.json", state)
     t0 = time.monotonic()
-    compare.wait_all(work, state, timeout_s=600)
+    compare.wait_all(work, state, timeout_s=wait_s)
     doc = results[phase] = {
         "wait_s": round(time.monotonic() - t0, 1),
         "servers": {name: server_facts(work, name, server) for name, server in state["servers"].items()},
@@ -372,8 +386,8 @@ def bench_phase(
             if "ready_s" not in server:
                 continue
             compare.warm_up(work, state, name)
-            for label, shape in benches[name].items():
-                doc["rows"].append(bench_row(work, state, name, label, shape))
+            for label, shape in benches.get(name, {}).items():
+                doc["rows"].append(bench_row(work, state, name, label, shape, bench))
                 write_json(work / "results.json", results)
             if after:
                 after(name, doc)
