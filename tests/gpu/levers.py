@@ -13,19 +13,21 @@ code, driven in one process so that its import is paid once) at c=1 and c=4, gre
 bench no longer defaults to it), 512 in / 512 out, spec counters read from /metrics around each run; then
 greedy parity agreeing no-spec vs MTP 3 (sequential and concurrent).
 
-Phase 2, the levers (items 3 and 5), random weights (speed does not depend on the values):
-- ``plain``: ``vllm serve MODEL`` with the sizing flags and what the engine needs here (no FlashInfer);
+Phase ``levers`` (items 3 and 5), random weights (speed does not depend on the values), five servers:
 - ``kit``: the kit without speculative decoding at max_num_seqs 4 (Marlin by rule), the baseline;
 - ``kit-mnbt2048``: the same with ``--max-num-batched-tokens 2048`` (vLLM's default on this GPU: 8192);
+- ``kit-noasync``: the same with ``--no-async-scheduling`` (on by default in 0.33);
 - ``kit16``: the kit at max_num_seqs 16 (the Marlin rule does not fire: the engine's pick, Machete);
 - ``kit16-marlin``: the same command plus ``--linear-backend marlin`` (the rule's bound, at 8 and 16 streams).
-``plain``, ``kit``, ``kit-mnbt2048`` at c=1 and c=4; ``kit`` and ``kit-mnbt2048`` under a
-long-prompt load (4096 in / 128 out, c=4); ``kit16*`` at c=1, 8, 16; and on ``kit`` a multi-turn workload
-(4 turns, each adding up to ~1800 tokens): TTFT of turns 2-4 with the prefix cache usable (one ``cache_salt`` per
+``kit``, ``kit-mnbt2048`` and ``kit-noasync`` at c=1 and c=4; ``kit`` and ``kit-mnbt2048`` under a long-prompt
+load (4096 in / 128 out, c=4); ``kit16*`` at c=1, 8, 16; and on ``kit`` the multi-turn workload (4 turns, each
+adding up to ~1800 tokens): TTFT of turns 2-4 with the prefix cache usable (one ``cache_salt`` per
 conversation) vs defeated (a fresh salt per request), prefix-cache counters read from /metrics.
 
-Phase 3 (memory allows five servers per phase, not six), async scheduling: ``kit-async`` (the kit's
-command again) vs ``kit-noasync`` (``--no-async-scheduling``; on by default in 0.33), c=1 and c=4.
+Phase ``spec-graphs``: FULL CUDA graphs for speculative decoding (the engine's default, which the kit keeps)
+vs PIECEWISE only, MTP 3 on the agreeing checkpoint, c=1 and c=4, each judged by greedy parity against the
+no-spec server. Phase ``plain``: plain ``vllm serve`` vs the kit (measured three times already; for a rerun).
+Memory allows five 27B servers per phase.
 """
 
 from __future__ import annotations
@@ -86,22 +88,35 @@ CEILING: dict[str, tuple[str, list[str]]] = {
 }
 LEVER_SIZING = sizing(4, 2.5, 0.17)
 WIDE_SIZING = sizing(16, 7, 0.205)
-LEVERS: dict[str, tuple[str, list[str], list[str]]] = {
-    # name -> (kind, --set items, flags appended to the kit's rendered command)
-    "plain": ("plain", [], []),
-    "kit": ("kit", [*LEVER_SIZING, *NOSPEC], []),
-    "kit-mnbt2048": ("kit", [*LEVER_SIZING, *NOSPEC], ["--max-num-batched-tokens", "2048"]),
-    "kit16": ("kit", [*WIDE_SIZING, *NOSPEC], []),
-    "kit16-marlin": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "marlin"]),
+# name -> (kind, --set items, flags appended to the kit's rendered command, checkpoint)
+LEVERS: dict[str, tuple[str, list[str], list[str], str]] = {
+    "kit": ("kit", [*LEVER_SIZING, *NOSPEC], [], "random"),
+    "kit-mnbt2048": ("kit", [*LEVER_SIZING, *NOSPEC], ["--max-num-batched-tokens", "2048"], "random"),
+    "kit-noasync": ("kit", [*LEVER_SIZING, *NOSPEC], ["--no-async-scheduling"], "random"),
+    "kit16": ("kit", [*WIDE_SIZING, *NOSPEC], [], "random"),
+    "kit16-marlin": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "marlin"], "random"),
 }
-ASYNC: dict[str, tuple[str, list[str], list[str]]] = {
-    "kit-async": (
+# FULL CUDA graphs for speculative decoding (0.29+: padded FULL graphs for uniform decode; the engine's
+# default FULL_AND_PIECEWISE, which the kit leaves) against PIECEWISE only, MTP 3 at full acceptance,
+# beside the no-spec server for greedy parity
+SPEC_GRAPHS: dict[str, tuple[str, list[str], list[str], str]] = {
+    "agree-nospec": ("kit", [*CEILING_SIZING, *NOSPEC], [], "agree"),
+    "agree-mtp3": ("kit", [*CEILING_SIZING, *mtp(3)], [], "agree"),
+    "agree-mtp3-piecewise": (
         "kit",
-        [*LEVER_SIZING, *NOSPEC],
+        [*CEILING_SIZING, *mtp(3), "serving.cudagraph_mode=PIECEWISE"],
         [],
-    ),  # the same command as "kit": its compile cache is warm
-    "kit-noasync": ("kit", [*LEVER_SIZING, *NOSPEC], ["--no-async-scheduling"]),
+        "agree",
+    ),
 }
+# Plain `vllm serve` against the kit at this sizing was measured three times (docs/gpu.md: 1.14-1.16x at
+# c=1); the plain argv stays for a rerun: `run --phases plain`.
+PLAIN: dict[str, tuple[str, list[str], list[str], str]] = {
+    "plain": ("plain", [], [], "random"),
+    "kit": ("kit", [*LEVER_SIZING, *NOSPEC], [], "random"),
+}
+LEVER_PHASES = {"levers": LEVERS, "spec-graphs": SPEC_GRAPHS, "plain": PLAIN}
+LEVER_PORTS = {"levers": 8800, "spec-graphs": 8900, "plain": 8950}
 STANDARD = {"c1": (1, 4, 512, 512), "c4": (4, 16, 512, 512)}  # label -> concurrency, prompts, in, out
 WIDE = {"c1": (1, 4, 512, 512), "c8": (8, 16, 512, 512), "c16": (16, 32, 512, 512)}
 LOAD = {"load-c4": (4, 16, 4096, 128)}
@@ -109,10 +124,12 @@ BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "plain": STANDARD,
     "kit": {**LOAD, **STANDARD},
     "kit-mnbt2048": {**LOAD, **STANDARD},
-    "kit-async": STANDARD,
     "kit-noasync": STANDARD,
     "kit16": WIDE,
     "kit16-marlin": WIDE,
+    "agree-nospec": STANDARD,
+    "agree-mtp3": STANDARD,
+    "agree-mtp3-piecewise": STANDARD,
 }
 
 
@@ -311,8 +328,8 @@ def render_plan(work: Path, name: str, model: Path, port: int, sets: list[str]) 
     return plan
 
 
-def spawn_lever(work: Path, name: str, model: Path, port: int) -> dict[str, Any]:
-    kind, sets, extra = LEVERS[name]
+def spawn_lever(work: Path, phase: str, name: str, model: Path, port: int) -> dict[str, Any]:
+    kind, sets, extra, _ = LEVER_PHASES[phase][name]
     compare.PORTS[name] = port
     if kind == "plain":
         argv = compare.vllm_cli(
@@ -433,24 +450,42 @@ def phase_ceiling(
 
 
 def phase_levers(
-    work: Path, results: dict[str, Any], model: Path, phase: str, only: list[str] | None = None
+    work: Path, results: dict[str, Any], models: dict[str, Path], phase: str, only: list[str] | None = None
 ) -> None:
-    servers = LEVERS if phase == "levers" else ASYNC
+    servers = LEVER_PHASES[phase]
     if only:
         servers = {name: servers[name] for name in only if name in servers}
-    state: dict[str, Any] = {"servers": {}, "model": str(model)}
-    for i, name in enumerate(servers):
-        state["servers"][name] = spawn_lever(work, name, model, (8800 if phase == "levers" else 8900) + i)
+    state: dict[str, Any] = {"servers": {}, "model": str(models["random"])}
+    for i, (name, spec) in enumerate(servers.items()):
+        model = models[spec[3]]
+        state["servers"][name] = spawn_lever(work, phase, name, model, LEVER_PORTS[phase] + i)
 
-    def prefix_cache(name: str, doc: dict[str, Any]) -> None:
-        if name != "kit":
+    def after(name: str, doc: dict[str, Any]) -> None:
+        if phase == "levers" and name == "kit":
+            try:
+                doc["multi_turn"] = multi_turn(work, state, name)
+            except Exception as exc:
+                doc["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def finish(doc: dict[str, Any]) -> None:
+        if phase != "spec-graphs":
             return
-        try:
-            doc["multi_turn"] = multi_turn(work, state, name)
-        except Exception as exc:
-            doc["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+        prompts, many = graph_modes.parity_prompts()
+        doc["parity"] = []
+        for b in ("agree-mtp3", "agree-mtp3-piecewise"):
+            if not all("ready_s" in state["servers"].get(n, {}) for n in ("agree-nospec", b)):
+                continue
+            for concurrent, batch in ((False, prompts), (True, many)):
+                try:
+                    row = graph_modes.pair_parity(state, "agree-nospec", b, batch, concurrent)
+                except Exception as exc:
+                    row = {"a": "agree-nospec", "b": b, "concurrent": concurrent, "error": str(exc)}
+                doc["parity"].append(row)
+                log(
+                    f"parity agree-nospec vs {b} concurrent={concurrent}: {row.get('summary', row.get('error'))}"
+                )
 
-    bench_phase(work, results, phase, state, BENCHES, after=prefix_cache)
+    bench_phase(work, results, phase, state, BENCHES, after=after, finish=finish)
 
 
 def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int:
@@ -475,9 +510,9 @@ def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int
     try:
         if "ceiling" in phases:
             phase_ceiling(work, results, models, only)
-        for phase in ("levers", "async"):
+        for phase in LEVER_PHASES:
             if phase in phases:
-                phase_levers(work, results, models["random"], phase, only)
+                phase_levers(work, results, models, phase, only)
     finally:
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         write_json(work / "results.json", results)
@@ -525,7 +560,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("out/levers"))
     ap.add_argument("--wait", type=float, default=500)
     ap.add_argument("--until", default=None, help="poll: return as soon as this text is in results.json")
-    ap.add_argument("--phases", default="ceiling,levers,async")
+    ap.add_argument("--phases", default="levers,spec-graphs", help="of: ceiling, levers, spec-graphs, plain")
     ap.add_argument("--only", default=None, help="run: these servers of the lever phases, in this order")
     args = ap.parse_args()
     if args.step == "run":
