@@ -264,6 +264,12 @@ def _prefix_caching_on(ctx: Ctx) -> bool:
     return bool(value) if value is not None else ctx.engine.hybrid_prefix_caching_default is not False
 
 
+def _gdn_spec_refused(ctx: Ctx) -> bool:
+    """Speculative decoding on a Gated DeltaNet hybrid with a vLLM before the gate-gather fix: rule
+    spec-gdn-hybrid-needs-0.28 refuses it (unless typed on the command line)."""
+    return ctx.model.is_hybrid and _before(ctx, GDN_SPEC_GATES_FIXED)
+
+
 def _turboquant_spec_graphs_fixed(engine: EngineFacts) -> bool:
     """The engine's TurboQuant backend no longer lets the runner FULL-capture spec-decode verify
     batches it cannot replay: its builder declares something other than ``UNIFORM_BATCH`` (PR 53406)
@@ -276,6 +282,19 @@ def _turboquant_spec_graphs_fixed(engine: EngineFacts) -> bool:
 def _spec_set_hint(ctx: Ctx) -> str:
     spec = {k: v for k, v in (ctx.speculative or {}).items() if v is not None}
     return "--set 'serving.speculative={" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}'"
+
+
+def _turboquant_spec_off_effects(ctx: Ctx) -> list[Effect]:
+    return [
+        Set("speculative_config", None),
+        Warn(
+            f"speculative decoding off for TurboQuant KV ({ctx.kv}) on {ctx.engine.name} {ctx.engine.version}: "
+            "CUDA graphs stay on and greedy output stays the no-spec output. To keep it anyway, set it "
+            f"yourself: {_spec_set_hint(ctx)} (CUDA graphs then go off, rule graphs-off-turboquant-spec, and "
+            "greedy output departs from the no-spec output, rule turboquant-spec-not-lossless); for MTP with "
+            "exact answers, --set serving.kv_cache=fp8"
+        ),
+    ]
 
 
 def _refuse_gdn_spec(ctx: Ctx) -> list[Effect]:
@@ -551,6 +570,53 @@ RULES: list[Rule] = [
         "(seed model card).",
         engines="all Qwen3_5MTP loaders (seed model card; not version-keyed)",
     ),
+    # --- TurboQuant KV + speculative decoding: before every rule below that reads the speculative config
+    # (prefix caching, CUDA graphs, the GDN refusal, the memory planner), so that they all see it off.
+    Rule(
+        id="turboquant-spec-off",
+        summary="TurboQuant KV + speculative decoding from a shipped profile, on an engine whose TurboQuant "
+        "spec-decode path is not known fixed -> speculative decoding off (a serving.speculative you set "
+        "yourself, with --set or in your own profile file, keeps it: then graphs-off-turboquant-spec and "
+        "turboquant-spec-not-lossless apply; where spec-gdn-hybrid-needs-0.28 refuses spec, vLLM < 0.28 on a "
+        "Gated DeltaNet hybrid, the refusal and its upgrade advice stay)",
+        when=lambda ctx: (
+            _cuda(ctx)
+            and ctx.kv_is_turboquant
+            and bool(ctx.speculative)
+            and not _turboquant_spec_graphs_fixed(ctx.engine)
+            and "serving.speculative" not in ctx.inputs.user_keys
+            and not _gdn_spec_refused(ctx)
+        ),
+        effect=_turboquant_spec_off_effects,
+        reason="Measured on an H200 with vLLM 0.33.0 (docs/gpu.md, 'Engines side by side and the MTP ceiling "
+        "(H200, 2026-12-02, second session)', and 'TurboQuant + MTP on vLLM 0.33.0', 2026-12-01): TurboQuant KV "
+        "with MTP is not lossless in any CUDA graph mode (rule turboquant-spec-not-lossless) and costs CUDA "
+        "graphs (rule graphs-off-turboquant-spec): 14.1 tok/s at c=1 and 48.3 at c=4 with cudagraph_mode NONE "
+        "(2 GiB KV, random weights). TurboQuant without speculative decoding keeps CUDA graphs, was "
+        "batch-invariant, and ran at 0.94x the fp8 path: turboquant_4bit_nc 109.4 vs fp8_e4m3 116.3 tok/s at "
+        "c=1, 398.2 vs 428.1 at c=4 (0.93x), shape-exact Qwen3.6-27B INT4, vllm bench serve 512 in / 512 out, "
+        "4 GiB KV. That is 7.8x the graphs-off TurboQuant + MTP 1 figure at c=1, a cross-run ratio (2026-12-01 "
+        "vs 2026-12-02, same GPU and engine, 2 vs 4 GiB of KV). So the 4-bit KV the profile asks for stays and "
+        "its speculative decoding goes. To keep speculative decoding with TurboQuant KV, set "
+        "serving.speculative yourself (--set, SERVE_SET or your own profile file); for MTP with exact answers "
+        "use serving.kv_cache=fp8 (fp8 + MTP 1 decoded 199.4 tok/s at c=1 with every draft accepted, same "
+        "run). The rule lifts itself with graphs-off-turboquant-spec for an engine description that shows "
+        "the TurboQuant builder changed. It leaves alone what spec-gdn-hybrid-needs-0.28 refuses (a Gated "
+        "DeltaNet hybrid on vLLM < 0.28, the seed card's fork included): there the profile is refused with "
+        "the advice to upgrade, as before, rather than run without the speculative decoding it names.",
+        issues=(
+            "measured-h200-2026-12-02",
+            "measured-h200-2026-12-01",
+            "vllm#53180",
+            "vllm-pr#53406",
+            "vllm-pr#53410",
+        ),
+        mode="adapt",
+        engines="measured on vllm 0.33.0; applied to every TurboQuant engine whose builder is not known fixed: "
+        "vllm 0.24.0-0.33.0 (turboquant_attn.py: UNIFORM_BATCH, supports_spec_as_decode=False in each wheel), "
+        "the fork (unknown: not fixed); for the Qwen3.5/3.6 hybrids only from 0.28.0 (before, "
+        "spec-gdn-hybrid-needs-0.28 refuses)",
+    ),
     Rule(
         id="prefix-caching-off-mamba-align-spec",
         summary=f"hybrid model + EAGLE/MTP + prefix caching (Mamba align mode) on vLLM < {MAMBA_ALIGN_SPLIT_FIXED} "
@@ -578,7 +644,9 @@ RULES: list[Rule] = [
     # --- CUDA graphs -----------------------------------------------------------------------------------------
     Rule(
         id="graphs-off-turboquant-spec",
-        summary="TurboQuant KV + any speculative decoding -> cudagraph_mode NONE",
+        summary="TurboQuant KV + any speculative decoding -> cudagraph_mode NONE (on the engines it covers, "
+        "only a serving.speculative set by the user reaches it: rule turboquant-spec-off drops a shipped "
+        "profile's)",
         when=lambda ctx: (
             _cuda(ctx)
             and ctx.kv_is_turboquant
@@ -597,7 +665,10 @@ RULES: list[Rule] = [
         "token on every prompt; PIECEWISE is not worse than NONE (identical tokens) but not lossless either "
         "(rule turboquant-spec-not-lossless), so NONE stays: the graphs mode that is wrong least, at a cost "
         "of 7.1x against fp8 + MTP with graphs (14.1 vs 100.2 tok/s at c=1 on the shape-exact checkpoint; "
-        "PIECEWISE 30.4).",
+        "PIECEWISE 30.4). Since the 2026-12-02 measurement (docs/gpu.md, 'Engines side by side and the MTP "
+        "ceiling (H200, 2026-12-02, second session)') rule turboquant-spec-off, which runs first on the same "
+        "engines, turns a shipped profile's speculative decoding off instead, so this rule applies to a "
+        "serving.speculative the user set (--set, SERVE_SET or their own profile file).",
         issues=("vllm#40831", "vllm#40880", "vllm#52475", "vllm#53180", "vllm-pr#53406", "vllm-pr#53410"),
         cost=GRAPHS_OFF_COST,
         engines="every TurboQuant engine read: vllm 0.24.0-0.33.0 (turboquant_attn.py TurboQuantMetadataBuilder: "
@@ -605,7 +676,8 @@ RULES: list[Rule] = [
     ),
     Rule(
         id="turboquant-spec-not-lossless",
-        summary="TurboQuant KV + speculative decoding -> warn: greedy output is not the no-spec output",
+        summary="TurboQuant KV + speculative decoding -> warn: greedy output is not the no-spec output (where "
+        "rule turboquant-spec-off applies, only for a serving.speculative set by the user)",
         when=lambda ctx: _cuda(ctx) and ctx.kv_is_turboquant and bool(ctx.speculative),
         effect=lambda ctx: [
             Warn(
@@ -621,11 +693,15 @@ RULES: list[Rule] = [
         "16 requests at once), and TurboQuant without spec was batch-invariant (8/8); TurboQuant with MTP 1 "
         "agreed on 97 of 494 positions with cudagraph_mode NONE and PIECEWISE alike, its own answers changed "
         "with the batch (4 of 8 prompts), divergence gaps up to 0.41 nats in mixed batches: the verify step's "
-        "TurboQuant path differs from decode, beyond the CUDA graph bug. Warned, not refused: the card's "
-        "profiles ask for this combination, and a trained model's answers were not measured.",
+        "TurboQuant path differs from decode, beyond the CUDA graph bug. Warned, not refused: the user asked "
+        "for it, and a trained model's answers were not measured. Since 2026-12-02 rule turboquant-spec-off "
+        "turns a shipped profile's speculative decoding off on every engine whose TurboQuant builder is not "
+        "known fixed (docs/gpu.md, 'Engines side by side and the MTP ceiling (H200, 2026-12-02, second "
+        "session)'), so there this warns about a serving.speculative the user set; on an engine described as "
+        "fixed it warns about any (only the CUDA graph part is known fixed there).",
         issues=("measured-h200-2026-12-01", "vllm#53180"),
         engines="measured on vllm 0.33.0; applied to every engine with TurboQuant (0.24-0.33 and the fork "
-        "unmeasured)",
+        "unmeasured; on each of them only to a serving.speculative the user set, rule turboquant-spec-off)",
     ),
     Rule(
         id="graphs-off-sm12x-mtp",
@@ -955,7 +1031,7 @@ RULES: list[Rule] = [
         id="spec-gdn-hybrid-needs-0.28",
         summary=f"refuse speculative decoding on a Gated DeltaNet hybrid model with vLLM < {GDN_SPEC_GATES_FIXED} "
         "(waived by an explicit --set serving.speculative, loudly)",
-        when=lambda ctx: bool(ctx.speculative) and ctx.model.is_hybrid and _before(ctx, GDN_SPEC_GATES_FIXED),
+        when=lambda ctx: bool(ctx.speculative) and _gdn_spec_refused(ctx),
         effect=_refuse_gdn_spec,
         reason="In a mixed step (a one-token row before speculative rows) the Qwen GDN recurrence consumed the "
         "first T_spec gate rows a/b ungathered while q/k/v were gathered with spec_token_indx: a small "

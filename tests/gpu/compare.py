@@ -55,7 +55,7 @@ KIT_SIZING = [
 ]
 KIT = {
     "kit-nospec": ["serving.speculative=null"],
-    "kit-mtp1": [],
+    "kit-mtp1": ["serving.speculative.num_speculative_tokens=1"],  # the profile asks for MTP 3
     "kit-mtp3": ["serving.speculative.num_speculative_tokens=3"],
 }
 PORTS = {"plain": 8400, "kit-nospec": 8401, "kit-mtp1": 8402, "kit-mtp3": 8403}

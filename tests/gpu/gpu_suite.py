@@ -63,7 +63,8 @@ PLUMBING = [
         "(b) TurboQuant 4-bit KV + MTP: rules turn CUDA graphs off",
         "qwen3.6-27b-h100",
         "bf16",
-        sets=["serving.kv_cache=turboquant-4bit"],
+        # set explicitly: from the profile, rule turboquant-spec-off would turn speculative decoding off
+        sets=["serving.kv_cache=turboquant-4bit", "serving.speculative.num_speculative_tokens=1"],
         expect_graphs_off=True,
     ),
     Config(
@@ -76,11 +77,12 @@ PLUMBING = [
     ),
     Config(
         "d-seed-as-rtx5090",
-        "(d) the seed profile with the GPU facts forced to the RTX 5090's (SM120 rules)",
+        "(d) the seed profile with the GPU facts forced to the RTX 5090's (SM120 rules; its TurboQuant KV "
+        "turns the profile's MTP off: rule turboquant-spec-off)",
         "qwen3.6-27b-rtx5090",
         "bf16",
         gpu="rtx5090",
-        expect_graphs_off=True,
+        expect_spec=False,
     ),
 ]
 
@@ -424,11 +426,12 @@ PERF_BATCHES = {
         ),
         Config(
             "p-seed-profile",
-            "qwen3.6-27b-rtx5090 (seed) as the rules adapt it to the H100 (TurboQuant, MTP 1, graphs off)",
+            "qwen3.6-27b-rtx5090 (seed) as the rules adapt it to the H100 (TurboQuant, MTP off by rule "
+            "turboquant-spec-off, graphs on)",
             "qwen3.6-27b-rtx5090",
             "synth",
             sets=["serving.max_num_seqs=1"],
-            expect_graphs_off=True,
+            expect_spec=False,
         ),
     ],
     "levers": [
@@ -461,7 +464,7 @@ PERF_BATCHES = {
             "stock + MTP 1 token, graphs on (the draft step's cost)",
             "qwen3.6-27b-h100",
             "synth",
-            sets=["serving.max_num_seqs=1"],
+            sets=["serving.max_num_seqs=1", "serving.speculative.num_speculative_tokens=1"],
         ),
     ],
 }

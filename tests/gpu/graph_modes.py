@@ -49,14 +49,17 @@ from serve.parity.client import ParityClient, resolve_model, scrape_counters, sp
 from serve.parity.prompts import load_prompts  # noqa: E402
 
 NOSPEC = ["serving.speculative=null"]
+# MTP 1 set explicitly: the H100 profile asks for MTP 3, and with TurboQuant KV a profile's speculative
+# decoding is turned off by rule turboquant-spec-off unless set on the command line
+MTP1 = ["serving.speculative.num_speculative_tokens=1"]
 TQ = ["serving.kv_cache=turboquant-4bit"]
 VARIANTS: dict[str, list[str]] = {
     "fp8-nospec": NOSPEC,
-    "fp8-mtp1": [],
+    "fp8-mtp1": MTP1,
     "tq-nospec": [*TQ, *NOSPEC],
-    "tq-mtp1-none": TQ,  # the rule graphs-off-turboquant-spec decides: NONE
-    "tq-mtp1-piecewise": [*TQ, "serving.cudagraph_mode=PIECEWISE"],
-    "tq-mtp1-full-and-piecewise": [*TQ, "serving.cudagraph_mode=FULL_AND_PIECEWISE"],
+    "tq-mtp1-none": [*TQ, *MTP1],  # the rule graphs-off-turboquant-spec decides: NONE
+    "tq-mtp1-piecewise": [*TQ, *MTP1, "serving.cudagraph_mode=PIECEWISE"],
+    "tq-mtp1-full-and-piecewise": [*TQ, *MTP1, "serving.cudagraph_mode=FULL_AND_PIECEWISE"],
 }
 PAIRS = [
     ("fp8-nospec", "fp8-mtp1"),

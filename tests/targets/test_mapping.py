@@ -125,14 +125,32 @@ def test_the_rebuild_notices_a_missing_flag():
 
 
 def test_rules_reach_the_targets_too():
-    """The rtx5090 profile's TurboQuant + MTP plan: the kv-cache name and the cudagraph rule's NONE."""
-    plan, doc, _ = rendered("qwen3.6-27b-rtx5090", "ray-serve")
+    """TurboQuant + MTP set explicitly: the kv-cache name, the cudagraph rule's NONE and the spec config."""
+    spec = ("serving.speculative={method: mtp, num_speculative_tokens: 1}",)
+    plan, doc, _ = rendered("qwen3.6-27b-rtx5090", "ray-serve", spec)
     kwargs = doc["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
     assert kwargs["kv_cache_dtype"] == plan.value("kv_cache_dtype")
-    mode = plan.value("compilation_config.cudagraph_mode")
-    if mode is not None:
-        assert kwargs["compilation_config"] == {"cudagraph_mode": str(mode).upper()}
-    assert kwargs["speculative_config"] == plan.value("speculative_config")
+    assert str(plan.value("compilation_config.cudagraph_mode")).upper() == "NONE"
+    assert kwargs["compilation_config"] == {"cudagraph_mode": "NONE"}
+    assert (
+        kwargs["speculative_config"]
+        == plan.value("speculative_config")
+        == {
+            "method": "mtp",
+            "num_speculative_tokens": 1,
+        }
+    )
+
+
+def test_turboquant_spec_off_reaches_the_targets_too():
+    """The rtx5090 profile as shipped: rule turboquant-spec-off drops its MTP, so no target gets a
+    speculative config, and CUDA graphs stay at the engine's default."""
+    plan, doc, _ = rendered("qwen3.6-27b-rtx5090", "ray-serve")
+    kwargs = doc["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    assert plan.value("speculative_config") is None
+    assert kwargs.get("speculative_config") is None
+    assert "compilation_config" not in kwargs
+    assert kwargs["kv_cache_dtype"] == plan.value("kv_cache_dtype")
 
 
 def _one_line_refusal(profile: str, target: str, sets: tuple[str, ...], key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve.launch import config_files
-from tests.support.golden import GPUS, RENDERS_AS, golden_text, outcome
+from tests.support.golden import GPUS, RENDERS_AS, described_plan, golden_text, outcome
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 PROFILES = config_files.shipped("profiles")
@@ -121,9 +122,36 @@ def test_seed_profile_on_h100_with_fp8_gets_bfloat16():
 
 
 def test_turboquant_with_mtp_turns_graphs_off_and_states_the_cost():
-    text, argv = outcome("qwen3.6-27b-rtx5090", "h100", MAINLINE)
+    """Only for a speculative config the user typed: the profile's own is turned off (next test)."""
+    text, argv = outcome("qwen3.6-27b-rtx5090", "h100", MAINLINE, SEED_SPEC_OVERRIDE)
     assert argv is not None and argv[argv.index("--compilation-config.cudagraph_mode") + 1] == "none"
     assert "87 to 20 tok/s" in text
+    assert "[turboquant-spec-not-lossless]" in text and "[turboquant-spec-off]" not in text
+
+
+@pytest.mark.parametrize("gpu", ["rtx5090", "h100", "h200"])
+def test_seed_profile_on_mainline_turns_mtp_off_and_keeps_graphs(gpu):
+    """TurboQuant + MTP is not lossless and costs CUDA graphs on 0.33 (docs/gpu.md, 2026-12-01 and
+    2026-12-02): the seed's 4-bit KV stays, its MTP goes, and no rule that reads MTP acts or warns."""
+    text, argv = outcome("qwen3.6-27b-rtx5090", gpu, MAINLINE)
+    assert argv is not None and argv[argv.index("--kv-cache-dtype") + 1] == "turboquant_4bit_nc"
+    assert "--speculative-config" not in argv and "--compilation-config.cudagraph_mode" not in argv
+    assert "  speculative_config = None  [rule:turboquant-spec-off]" in text
+    assert "--set 'serving.speculative={method: mtp, num_speculative_tokens: 1}'" in text  # how to keep it
+    for rule in ("graphs-off-turboquant-spec", "turboquant-spec-not-lossless", "graphs-off-sm12x-mtp"):
+        assert f"[{rule}]" not in text and f"rule:{rule}" not in text
+    assert "REFUSED" not in text
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_h100_profile_runs_mtp_3_and_its_defaults_still_fit(gpu):
+    _, argv = outcome("qwen3.6-27b-h100", gpu, MAINLINE)
+    assert argv is not None
+    spec = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert spec == {"method": "mtp", "num_speculative_tokens": 3}
+    fit = described_plan("qwen3.6-27b-h100", gpu, MAINLINE, ()).memory
+    assert fit is not None and fit["verdict"] in ("ok", "warn")
+    assert fit["max_model_len"] == 262144
 
 
 def test_explicit_cudagraph_mode_wins_with_a_loud_warning():

@@ -135,8 +135,10 @@ def test_each_profile_follows_a_detected_gpu_that_differs_and_says_what_changed(
         assert result.memory["budget_bytes"] == pytest.approx(g.memory_gib * memory.GiB * util, rel=0.01)
 
 
-def test_the_seed_profile_on_an_h200_drops_the_sm120_rule_and_gains_hoppers():
-    _, _, result = _plan_detected("qwen3.6-27b-rtx5090", "h200")
+def test_an_rtx5090_mtp_profile_on_an_h200_drops_the_sm120_rule_and_gains_hoppers():
+    # The fast profile (fp8 KV, MTP 3): the seed's own MTP is off with TurboQuant KV on both GPUs (rule
+    # turboquant-spec-off), so graphs-off-sm12x-mtp would apply to it on neither.
+    _, _, result = _plan_detected("qwen3.6-27b-rtx5090-fast", "h200")
     line = result.notes[0]
     assert "compute capability 12.0 -> 9.0" in line
     assert re.search(r"no longer applying: [^;]*graphs-off-sm12x-mtp", line), line

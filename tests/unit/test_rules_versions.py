@@ -17,7 +17,7 @@ from serve.errors import KitError, Refusal
 from serve.launch import config_files, probes
 from serve.launch.facts import EngineFacts
 from serve.launch.layering import load_profile
-from serve.launch.plan import Plan, plan
+from serve.launch.plan import Plan, PlanRefused, plan
 from serve.launch.render import render_argv
 from tests.support.require import need_vllm
 
@@ -94,8 +94,12 @@ def test_versions_just_before_0_28_are_refused(version: str):
 
 
 def test_0_28_and_newer_are_not_refused():
+    # FAST: fp8 KV, so its MTP is not the TurboQuant combination rule turboquant-spec-off turns off.
     for name in ("vllm-0.28", "vllm-0.32", "vllm-0.33"):
-        result = make_plan(SEED, "rtx5090", engine(name))
+        result = make_plan(FAST, "rtx5090", engine(name))
+        assert "spec-gdn-hybrid-needs-0.28" not in result.rules_fired
+        assert result.value("speculative_config")["method"] == "mtp"
+        result = make_plan(SEED, "rtx5090", engine(name), [MTP1])
         assert "spec-gdn-hybrid-needs-0.28" not in result.rules_fired
         assert result.value("speculative_config")["method"] == "mtp"
 
@@ -182,6 +186,117 @@ def test_ngram_does_not_back_the_mamba_cache_position_off():
     assert "prefix-caching-off-mamba-align-spec" not in result.rules_fired
 
 
+# ------------------------------------------------------------------ turboquant-spec-off
+
+SPEC_RULES = ("graphs-off-turboquant-spec", "turboquant-spec-not-lossless", "graphs-off-sm12x-mtp")
+"""Rules that read the speculative config and would act on the seed's TurboQuant + MTP."""
+
+
+@pytest.mark.parametrize("gpu", ["rtx5090", "h100", "h200"])
+@pytest.mark.parametrize("name", ["vllm-0.28", "vllm-0.32", "vllm-0.33"])
+def test_turboquant_with_a_shipped_profiles_mtp_turns_spec_off_and_keeps_graphs(name: str, gpu: str):
+    result = make_plan(SEED, gpu, engine(name))
+    decision = result.decisions["speculative_config"]
+    assert decision.value is None and (decision.source, decision.rule) == ("rule", "turboquant-spec-off")
+    argv = render_argv(result)
+    assert "--speculative-config" not in argv and "--compilation-config.cudagraph_mode" not in argv
+    assert result.value("compilation_config.cudagraph_mode") is None and "--enforce-eager" not in argv
+    assert argv[argv.index("--kv-cache-dtype") + 1] == "turboquant_4bit_nc"
+    assert not set(SPEC_RULES) & set(result.rules_fired)
+    assert not [w for w in result.warnings if any(f"[{r}]" in w for r in SPEC_RULES)]
+    # the memory planner sizes the plan without MTP (its linear-attention state and draft layers)
+    assert result.memory is not None and result.memory["verdict"] != "error"
+    changed, hint = warnings_of(result, "turboquant-spec-off")
+    assert changed.startswith("[turboquant-spec-off] changed speculative_config from {'method': 'mtp'")
+    assert "Engines side by side and the MTP ceiling (H200, 2026-12-02, second session)" in changed
+    assert "--set 'serving.speculative={method: mtp, num_speculative_tokens: 1}'" in hint
+
+
+def test_turboquant_spec_off_is_what_the_plan_says_to_the_rest_of_the_kit():
+    from serve.launch.render import plan_document
+
+    settings = plan_document(make_plan(SEED, "h200", engine("vllm-0.33"))).to_dict()["settings"]
+    assert settings["speculative_method"] is None and settings["num_speculative_tokens"] == 0
+    assert settings["cudagraph_mode"] is None
+
+
+def test_a_speculative_config_typed_on_the_command_line_keeps_spec_as_before():
+    """The user's --set (or SERVE_SET): TurboQuant + MTP as the rules treated it before the rule, CUDA
+    graphs off and the not-lossless warning (the seed card's command on its fork: tests/unit/test_golden.py)."""
+    for sets, environ in (([MTP1], None), (None, {"SERVE_SET": MTP1})):
+        result = make_plan(SEED, "h100", engine("vllm-0.33"), sets, environ)
+        assert "turboquant-spec-off" not in result.rules_fired
+        assert result.decisions["speculative_config"].source == "override"
+        assert result.value("compilation_config.cudagraph_mode") == "NONE"
+        assert warnings_of(result, "turboquant-spec-not-lossless")
+        assert "--speculative-config" in render_argv(result)
+    # Another key on the command line is not a speculative config typed by the user.
+    result = make_plan(SEED, "h100", engine("vllm-0.33"), ["serving.max_num_seqs=2"])
+    assert result.value("speculative_config") is None
+
+
+def test_the_users_own_profile_file_keeps_spec_only_where_it_names_it(tmp_path: Path):
+    """The user's own profile file is the user's too (LaunchInputs.user_keys, as for
+    no-remote-code-native-arch): naming serving.speculative there keeps it; extending the seed
+    without naming it does not."""
+    names = tmp_path / "names-spec.yaml"
+    # host: the seed's open 0.0.0.0 is not inherited with its allow_unauthenticated (rule api-key-off-loopback)
+    names.write_text(
+        f"extends: {SEED}\nserving:\n  host: 127.0.0.1\n  speculative: {{method: mtp, num_speculative_tokens: 2}}\n"
+    )
+    result = make_plan(str(names), "h100", engine("vllm-0.33"))
+    assert "turboquant-spec-off" not in result.rules_fired
+    assert result.value("speculative_config")["num_speculative_tokens"] == 2
+    assert result.value("compilation_config.cudagraph_mode") == "NONE"
+    silent = tmp_path / "extends-only.yaml"
+    silent.write_text(f"extends: {SEED}\nserving:\n  host: 127.0.0.1\n  max_num_seqs: 2\n")
+    result = make_plan(str(silent), "h100", engine("vllm-0.33"))
+    assert result.decisions["speculative_config"].rule == "turboquant-spec-off"
+
+
+def test_fp8_kv_keeps_the_profiles_mtp():
+    for profile, sets in ((FAST, []), ("qwen3.6-27b-h100", []), (SEED, ["serving.kv_cache=fp8"])):
+        result = make_plan(profile, "h200", engine("vllm-0.33"), sets)
+        assert "turboquant-spec-off" not in result.rules_fired
+        assert result.value("speculative_config")["method"] == "mtp"
+
+
+@pytest.mark.parametrize(
+    "fixed",
+    [
+        {"turboquant_cudagraph_support": "UNIFORM_SINGLE_TOKEN_DECODE"},  # PR 53406
+        {"turboquant_spec_as_decode": True},  # PR 53410
+    ],
+)
+def test_an_engine_with_the_turboquant_fix_keeps_the_profiles_spec(fixed: dict[str, Any]):
+    """Graphs stay on there (next section); the not-lossless warning stays (only the graph part is known
+    fixed)."""
+    result = make_plan(SEED, "h100", engine("vllm-0.33", **fixed))
+    assert "turboquant-spec-off" not in result.rules_fired
+    assert result.value("speculative_config")["method"] == "mtp"
+    assert warnings_of(result, "turboquant-spec-not-lossless")
+
+
+@pytest.mark.parametrize("name", ["tq-fork", "vllm-0.24"])
+def test_where_vllm_before_0_28_refuses_spec_the_refusal_stays(name: str):
+    """Not turned off there: the refusal's advice (upgrade, or --set) is the better answer, and the seed
+    card's own command on its fork stays reproducible with its explicit override."""
+    with pytest.raises(PlanRefused) as info:
+        make_plan(SEED, "rtx5090", engine(name))
+    assert "turboquant-spec-off" not in info.value.rules_fired
+    assert "spec-gdn-hybrid-needs-0.28" in info.value.rules_fired
+    # A model without Gated DeltaNet layers is not refused there: the rule turns its spec off.
+    result = make_plan(
+        SEED,
+        "h100",
+        engine(name),
+        ["serving.max_model_len=8192"],
+        linear_attention_layers=0,
+        full_attention_layers=64,
+    )
+    assert result.decisions["speculative_config"].rule == "turboquant-spec-off"
+
+
 # ------------------------------------------------------------------ graphs-off-turboquant-spec
 
 
@@ -205,7 +320,7 @@ def test_turboquant_with_mtp_turns_graphs_off_on_every_engine_read():
 )
 def test_an_engine_with_the_turboquant_fix_keeps_graphs(fixed: dict[str, Any]):
     """A hypothetical 0.33 whose TurboQuant builder carries one of the open fixes."""
-    result = make_plan(SEED, "h100", engine("vllm-0.33", **fixed))
+    result = make_plan(SEED, "h100", engine("vllm-0.33", **fixed), [MTP1])
     assert "graphs-off-turboquant-spec" not in result.rules_fired
     assert "--compilation-config.cudagraph_mode" not in render_argv(result)
 
