@@ -279,6 +279,16 @@ def _turboquant_spec_graphs_fixed(engine: EngineFacts) -> bool:
     return support is not None and (support != "UNIFORM_BATCH" or engine.turboquant_spec_as_decode is True)
 
 
+def _turboquant_spec_unfixed(ctx: Ctx) -> bool:
+    """TurboQuant KV with speculative decoding on a CUDA engine whose TurboQuant spec path is not fixed."""
+    return (
+        _cuda(ctx)
+        and ctx.kv_is_turboquant
+        and bool(ctx.speculative)
+        and not _turboquant_spec_graphs_fixed(ctx.engine)
+    )
+
+
 def _spec_set_hint(ctx: Ctx) -> str:
     spec = {k: v for k, v in (ctx.speculative or {}).items() if v is not None}
     return "--set 'serving.speculative={" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}'"
@@ -580,10 +590,7 @@ RULES: list[Rule] = [
         "turboquant-spec-not-lossless apply; where spec-gdn-hybrid-needs-0.28 refuses spec, vLLM < 0.28 on a "
         "Gated DeltaNet hybrid, the refusal and its upgrade advice stay)",
         when=lambda ctx: (
-            _cuda(ctx)
-            and ctx.kv_is_turboquant
-            and bool(ctx.speculative)
-            and not _turboquant_spec_graphs_fixed(ctx.engine)
+            _turboquant_spec_unfixed(ctx)
             and "serving.speculative" not in ctx.inputs.user_keys
             and not _gdn_spec_refused(ctx)
         ),
@@ -647,12 +654,7 @@ RULES: list[Rule] = [
         summary="TurboQuant KV + any speculative decoding -> cudagraph_mode NONE (on the engines it covers, "
         "only a serving.speculative set by the user reaches it: rule turboquant-spec-off drops a shipped "
         "profile's)",
-        when=lambda ctx: (
-            _cuda(ctx)
-            and ctx.kv_is_turboquant
-            and bool(ctx.speculative)
-            and not _turboquant_spec_graphs_fixed(ctx.engine)
-        ),
+        when=_turboquant_spec_unfixed,
         effect=lambda ctx: [Set("compilation_config.cudagraph_mode", "NONE")],
         reason="TurboQuant KV with speculative decoding and CUDA graphs produces degenerate, repeating output while "
         "/health is 200 and spec metrics look normal. The TurboQuant metadata builder declares "
