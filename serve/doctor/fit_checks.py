@@ -58,7 +58,9 @@ def check_fit(inp: DoctorInputs) -> list[Check]:
         if cpu:
             cache = memory.CacheParams.cpu(prefix_caching=s.prefix_caching, avx512_bf16=inp.cpu_avx512_bf16)
         else:
-            cache = memory.CacheParams.cuda(prefix_caching=s.prefix_caching)
+            cache = memory.CacheParams.cuda(
+                prefix_caching=s.prefix_caching, prefill_checkpoint_alignment=s.prefill_checkpoint_alignment
+            )
         r = memory.fit(
             shape,
             weights,

@@ -68,6 +68,11 @@ class ServingIntent:
     num_speculative_tokens: int = 0
     kv_cache_memory_bytes: int | None = None
     prefix_caching: bool = False
+    """Prefix caching as vLLM will run it: from the launcher's plan, the engine's default for a hybrid model
+    where the profile leaves it unset (serve.launch.memory_fit.cache_params); the profile's value without
+    a plan."""
+    prefill_checkpoint_alignment: int = 0
+    """FlashInfer's GDN prefill checkpoints (one more state block per request), from the plan as above."""
     tensor_parallel_size: int = 1
 
 

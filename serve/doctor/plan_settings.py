@@ -7,7 +7,7 @@ from typing import Any
 
 from serve.doctor.inputs import DoctorInputs, ServingIntent
 from serve.errors import KitError
-from serve.launch import kv
+from serve.launch import kv, memory_fit
 
 
 def serving_from_profile(profile: Any, model_dir_override: str | None) -> tuple[ServingIntent, str | None]:
@@ -53,8 +53,15 @@ def _settings_from_plan(inp: DoctorInputs, loaded: Any, target: Any, engine: Any
         "max_num_seqs": p.value("max_num_seqs") or 1,
         "num_speculative_tokens": int(spec.get("num_speculative_tokens") or 0) if spec else 0,
         "kv_cache_memory_bytes": p.value("kv_cache_memory_bytes"),
-        "prefix_caching": bool(p.value("enable_prefix_caching")),
     }
+    if p.engine.device != "cpu":
+        # the block layout the planner fits (prefix caching as vLLM runs it, GDN prefill checkpoints)
+        settings = {name: decision.value for name, decision in p.decisions.items()}
+        cache = memory_fit.cache_params(settings, p.gpu, p.engine, p.model)
+        out["prefix_caching"] = cache.mamba_cache_mode == "align"
+        out["prefill_checkpoint_alignment"] = cache.prefill_checkpoint_alignment
+    else:
+        out["prefix_caching"] = bool(p.value("enable_prefix_caching"))
     if p.value("gpu_memory_utilization"):
         out["gpu_memory_utilization"] = p.value("gpu_memory_utilization")
     return out

@@ -72,6 +72,22 @@ def gdn_prefill_checkpoints(
     return major in (10, 12) and int(model.linear_attention.get("linear_key_head_dim", 0)) == 128
 
 
+def cache_params(
+    settings: dict[str, Any], gpu: GpuFacts | None, engine: EngineFacts, model: ModelFacts
+) -> memory.CacheParams:
+    """The block layout vLLM will use for these settings: prefix caching as it will run it (the engine's
+    default for a hybrid model when unset) and, on CUDA, FlashInfer's GDN prefill checkpoints. What the
+    planner's fit and doctor's fit check both use."""
+    if engine.device == "cpu":
+        return memory.CacheParams.cpu()
+    prefix = prefix_caching_on(settings, engine, model)
+    checkpoints = gdn_prefill_checkpoints(settings, gpu, engine, model, prefix)
+    return memory.CacheParams.cuda(
+        prefix_caching=prefix,
+        prefill_checkpoint_alignment=FLASHINFER_GDN_CHECKPOINT_ALIGNMENT if checkpoints else 0,
+    )
+
+
 def fit(
     settings: dict[str, Any], gpu: GpuFacts | None, engine: EngineFacts, model: ModelFacts
 ) -> memory.FitResult:
@@ -80,15 +96,7 @@ def fit(
     requested = settings.get("max_model_len")
     spec = settings.get("speculative_config") or {}
     tp = int(settings.get("tensor_parallel_size") or 1)
-    if engine.device == "cpu":
-        cache = memory.CacheParams.cpu()
-    else:
-        prefix = prefix_caching_on(settings, engine, model)
-        checkpoints = gdn_prefill_checkpoints(settings, gpu, engine, model, prefix)
-        cache = memory.CacheParams.cuda(
-            prefix_caching=prefix,
-            prefill_checkpoint_alignment=FLASHINFER_GDN_CHECKPOINT_ALIGNMENT if checkpoints else 0,
-        )
+    cache = cache_params(settings, gpu, engine, model)
     shape = memory.shape_from_facts(model)
     dtype = settings.get("dtype")
     if dtype and dtype != "auto":

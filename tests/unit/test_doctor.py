@@ -325,3 +325,20 @@ def test_a_cpu_profile_without_a_gpu_needs_none(capsys: pytest.CaptureFixture[st
     gpu = next(c for c in out["checks"] if c["name"] == "gpu")
     assert gpu["severity"] == "info" and "no GPU needed" in gpu["message"]
     assert out["facts"]["gpu"]["origin"] == "none"
+
+
+def test_doctors_fit_is_the_planners_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    """Doctor checks the memory of the block layout the launcher plans: on vLLM 0.33 prefix caching is on
+    by default for this hybrid model (align mode: 2 + n state blocks, 3 + n with FlashInfer's GDN prefill
+    checkpoints on SM90), which the profile leaves unset. Doctor used to fit it as off and report 3,032,529
+    tokens where the plan (and vLLM, as the H200 runs reproduced) say 2,932,555."""
+    from serve import cli
+
+    args = ["--profile", "qwen3.6-27b-h100", "--engine", "vllm-0.33", "--gpu", "h200", "--json"]
+    doctor.main(args)
+    fit = next(c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "fit")
+    cli.main(["render", *args])
+    planned = json.loads(capsys.readouterr().out)["memory"]
+    for key in ("kv_capacity_tokens", "block_size", "num_blocks", "state_bytes_per_seq"):
+        assert fit["details"][key] == planned[key], key
+    assert planned["block_size"] == 1600  # the checkpoint alignment (64) took part
