@@ -481,7 +481,14 @@ def quantize_int4(fp_dir: Path, out: Path) -> None:
     try:
         ar.quantize_and_save(str(saved), format=INT4.packing)
         # The regular flow writes into a subfolder named after the model; the model-free one does not.
-        model_dir = next(p.parent for p in sorted(saved.rglob("config.json")) if ".cache" not in p.parts)
+        # (auto-round's own .cache folder under it is not the model; the test is on the path inside
+        # `saved`, since `out` itself may well lie under a .cache directory, e.g. ~/.cache/qwen-vllm-kit)
+        configs = [
+            p for p in sorted(saved.rglob("config.json")) if ".cache" not in p.relative_to(saved).parts
+        ]
+        if not configs:
+            raise KitError(f"real-model: auto-round wrote no config.json under {saved}; nothing to install")
+        model_dir = configs[0].parent
         for f in model_dir.iterdir():
             if f.is_file() and f.name != MARKER:
                 os.replace(f, out / f.name)
