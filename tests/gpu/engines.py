@@ -36,13 +36,10 @@ the batch shape of vLLM PR 51812's bug) and the bigram model (every draft accept
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -232,7 +229,6 @@ def make_model(work: Path, key: str, results: dict[str, Any]) -> Path:
                 str(path),
                 "--arch",
                 "qwen3_5",
-                "--vl",
                 *TINY[key],
             ]
         subprocess.run(argv, cwd=ROOT, check=True)
@@ -241,22 +237,6 @@ def make_model(work: Path, key: str, results: dict[str, Any]) -> Path:
 
 
 # --- the run --------------------------------------------------------------------------------------------
-
-
-def parity_rows(state: dict[str, Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    prompts, many = graph_modes.parity_prompts()
-    rows = []
-    for a, b in pairs:
-        if not all("ready_s" in state["servers"].get(n, {}) for n in (a, b)):
-            continue
-        for concurrent, batch in ((False, prompts), (True, many)):
-            try:
-                row = graph_modes.pair_parity(state, a, b, batch, concurrent)
-            except Exception as exc:  # a dead server is a result here, not the end of the run
-                row = {"a": a, "b": b, "concurrent": concurrent, "error": f"{type(exc).__name__}: {exc}"}
-            rows.append(row)
-            log(f"parity {a} vs {b} concurrent={concurrent}: {row.get('summary', row.get('error'))}")
-    return rows
 
 
 def run_phase(
@@ -282,18 +262,15 @@ def run_phase(
 
     def after(name: str, doc: dict[str, Any]) -> None:
         if phase == "engines" and name == "e33-kit":
-            try:
-                doc["multi_turn"] = levers.multi_turn(work, state, name)
-            except Exception as exc:
-                doc["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+            levers.record_multi_turn(work, state, name, doc)
         if "parity" not in doc and name == PARITY_AFTER.get(phase):
-            doc["parity"] = parity_rows(state, PARITY[phase])
+            doc["parity"] = graph_modes.parity_rows(state, PARITY[phase])
 
     def finish(doc: dict[str, Any]) -> None:
         for name in state["servers"]:
             doc["servers"].setdefault(name, {})["engine"] = PHASES[phase][name][0]
         if "parity" not in doc:
-            doc["parity"] = parity_rows(state, PARITY[phase])
+            doc["parity"] = graph_modes.parity_rows(state, PARITY[phase])
 
     levers.bench_phase(
         work,
@@ -345,32 +322,6 @@ def cmd_run(work: Path, phases: list[str]) -> int:
     return 0
 
 
-def cmd_poll(work: Path, out: Path, wait_s: float) -> int:
-    """Sleep until the run is done or ``wait_s`` passes; then bring back results.json, the run's log and
-    one tarball of the plans and server logs (the device returns at most 8 files)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and not (work / "DONE").exists():
-        time.sleep(5)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "run.log"):
-        if (work / name).exists():
-            shutil.copy(work / name, out / name)
-    with tarfile.open(out / "files.tgz", "w:gz") as tar:
-        for path in [*sorted(work.glob("*.plan.json")), *sorted((work / "logs").glob("*.log"))]:
-            tar.add(path, arcname=path.relative_to(work))
-        for path in sorted(work.glob("*.vllm.log")):
-            if not (work / "logs" / f"{path.name.removesuffix('.vllm.log')}.log").exists():
-                data = path.read_bytes()[-150_000:]
-                info = tarfile.TarInfo(f"running/{path.name}")
-                info.size = len(data)
-                info.mtime = int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-    print(f"done={(work / 'DONE').exists()}")
-    if (work / "run.log").exists():
-        print((work / "run.log").read_text()[-5000:])
-    return 0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=["run", "poll", "stop", "bench-worker"])
@@ -382,7 +333,7 @@ def main() -> int:
     if args.step == "run":
         return cmd_run(args.work, args.phases.split(","))
     if args.step == "poll":
-        return cmd_poll(args.work, args.out, args.wait)
+        return levers.cmd_poll(args.work, args.out, args.wait)
     if args.step == "stop":
         return levers.cmd_stop(args.work)
     return cmd_bench_worker()

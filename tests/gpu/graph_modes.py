@@ -155,6 +155,26 @@ def pair_parity(
     return out
 
 
+def parity_rows(state: dict[str, Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Greedy parity of each pair whose two servers are ready, the prompts one after another and then all at
+    once; a failed pair is a row with its error (a dead server is a result here, not the end of the run)."""
+    prompts, many = parity_prompts()
+    rows = []
+    for a, b in pairs:
+        if not all("ready_s" in state["servers"].get(n, {}) for n in (a, b)):
+            continue
+        for concurrent, batch in ((False, prompts), (True, many)):
+            try:
+                row = pair_parity(state, a, b, batch, concurrent)
+            except Exception as exc:
+                row = {"a": a, "b": b, "concurrent": concurrent, "error": f"{type(exc).__name__}: {exc}"}
+            rows.append(row)
+            gpu_suite.log(
+                f"parity {a} vs {b} concurrent={concurrent}: {row.get('summary', row.get('error'))}"
+            )
+    return rows
+
+
 def parity_prompts() -> tuple[list[str], list[str]]:
     """The parity prompts sent one after another, and the doubled set sent all at once (mixed steps)."""
     prompts = load_prompts(None)
@@ -186,7 +206,6 @@ def cmd_tiny(work: Path, out: Path) -> int:
     state = spawn_all(work, servers, 8500)
     try:
         compare.wait_all(work, state, timeout_s=420)
-        prompts, many = parity_prompts()
         report: dict[str, Any] = {"servers": {}, "pairs": []}
         for name, server in state["servers"].items():
             report["servers"][name] = {
@@ -194,20 +213,8 @@ def cmd_tiny(work: Path, out: Path) -> int:
                 "failed": server.get("failed"),
                 "flags": plan_summary(work, name),
             }
-        for model_name in TINY_MODELS:
-            for a, b in PAIRS:
-                a_name, b_name = f"{model_name}/{a}", f"{model_name}/{b}"
-                if not all("ready_s" in state["servers"].get(n, {}) for n in (a_name, b_name)):
-                    continue
-                for concurrent, batch in ((False, prompts), (True, many)):
-                    try:
-                        row = pair_parity(state, a_name, b_name, batch, concurrent)
-                    except Exception as exc:  # a dead server is a result here, not a crash of the run
-                        row = {"a": a_name, "b": b_name, "concurrent": concurrent, "error": str(exc)}
-                    report["pairs"].append(row)
-                    gpu_suite.log(
-                        f"{a_name} vs {b_name} concurrent={concurrent}: {row.get('summary', row.get('error'))}"
-                    )
+        pairs = [(f"{m}/{a}", f"{m}/{b}") for m in TINY_MODELS for a, b in PAIRS]
+        report["pairs"] = parity_rows(state, pairs)
         (out / "tiny-parity.json").write_text(json.dumps(report, indent=2))
         (out / "tiny-parity.md").write_text(
             "\n\n".join(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import random
@@ -41,6 +42,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -314,6 +316,14 @@ def multi_turn(work: Path, state: dict[str, Any], name: str, conversations: int 
     return out
 
 
+def record_multi_turn(work: Path, state: dict[str, Any], name: str, doc: dict[str, Any]) -> None:
+    """:func:`multi_turn` on one server into ``doc["multi_turn"]``; a failure is recorded, not raised."""
+    try:
+        doc["multi_turn"] = multi_turn(work, state, name)
+    except Exception as exc:
+        doc["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 # --- spawning -------------------------------------------------------------------------------------------
 
 
@@ -432,19 +442,7 @@ def phase_ceiling(
     log("ceiling servers spawned")
 
     def parity(doc: dict[str, Any]) -> None:
-        doc["parity"] = []
-        if not all("ready_s" in state["servers"].get(n, {}) for n in ("agree-nospec", "agree-mtp3")):
-            return
-        prompts, many = graph_modes.parity_prompts()
-        for concurrent, batch in ((False, prompts), (True, many)):
-            try:
-                row = graph_modes.pair_parity(state, "agree-nospec", "agree-mtp3", batch, concurrent)
-            except Exception as exc:
-                row = {"concurrent": concurrent, "error": str(exc)}
-            doc["parity"].append(row)
-            log(
-                f"parity agree-nospec vs agree-mtp3 concurrent={concurrent}: {row.get('summary', row.get('error'))}"
-            )
+        doc["parity"] = graph_modes.parity_rows(state, [("agree-nospec", "agree-mtp3")])
 
     bench_phase(work, results, "ceiling", state, dict.fromkeys(state["servers"], STANDARD), finish=parity)
 
@@ -462,28 +460,12 @@ def phase_levers(
 
     def after(name: str, doc: dict[str, Any]) -> None:
         if phase == "levers" and name == "kit":
-            try:
-                doc["multi_turn"] = multi_turn(work, state, name)
-            except Exception as exc:
-                doc["multi_turn"] = {"error": f"{type(exc).__name__}: {exc}"}
+            record_multi_turn(work, state, name, doc)
 
     def finish(doc: dict[str, Any]) -> None:
-        if phase != "spec-graphs":
-            return
-        prompts, many = graph_modes.parity_prompts()
-        doc["parity"] = []
-        for b in ("agree-mtp3", "agree-mtp3-piecewise"):
-            if not all("ready_s" in state["servers"].get(n, {}) for n in ("agree-nospec", b)):
-                continue
-            for concurrent, batch in ((False, prompts), (True, many)):
-                try:
-                    row = graph_modes.pair_parity(state, "agree-nospec", b, batch, concurrent)
-                except Exception as exc:
-                    row = {"a": "agree-nospec", "b": b, "concurrent": concurrent, "error": str(exc)}
-                doc["parity"].append(row)
-                log(
-                    f"parity agree-nospec vs {b} concurrent={concurrent}: {row.get('summary', row.get('error'))}"
-                )
+        if phase == "spec-graphs":
+            pairs = [("agree-nospec", b) for b in ("agree-mtp3", "agree-mtp3-piecewise")]
+            doc["parity"] = graph_modes.parity_rows(state, pairs)
 
     bench_phase(work, results, phase, state, BENCHES, after=after, finish=finish)
 
@@ -520,9 +502,10 @@ def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int
     return 0
 
 
-def cmd_poll(work: Path, out: Path, wait_s: float, until: str | None) -> int:
-    """Sleep until the run is done (or ``until`` appears in results.json, or ``wait_s`` passes), then copy
-    the results, the run's log and the server logs' tails to ``out``."""
+def cmd_poll(work: Path, out: Path, wait_s: float, until: str | None = None) -> int:
+    """Sleep until the run is done (or ``until`` appears in results.json, or ``wait_s`` passes), then bring
+    back results.json, the run's log and one tarball of the plans and the server logs' tails (kept ones
+    under logs/, those of servers still running under running/): the device returns at most 8 files."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and not (work / "DONE").exists():
         if until and (work / "results.json").exists() and until in (work / "results.json").read_text():
@@ -532,13 +515,16 @@ def cmd_poll(work: Path, out: Path, wait_s: float, until: str | None) -> int:
     for name in ("results.json", "run.log"):
         if (work / name).exists():
             shutil.copy(work / name, out / name)
-    logs = sorted((work / "logs").glob("*.log")) if (work / "logs").exists() else []
-    for path in logs:
-        shutil.copy(path, out / path.name)
-    for plan in sorted(work.glob("*.plan.json")):
-        shutil.copy(plan, out / plan.name)
-    done = (work / "DONE").exists()
-    print(f"done={done}")
+    with tarfile.open(out / "files.tgz", "w:gz") as tar:
+        for path in [*sorted(work.glob("*.plan.json")), *sorted((work / "logs").glob("*.log"))]:
+            tar.add(path, arcname=path.relative_to(work))
+        for path in sorted(work.glob("*.vllm.log")):
+            if not (work / "logs" / f"{path.name.removesuffix('.vllm.log')}.log").exists():
+                data = path.read_bytes()[-150_000:]
+                info = tarfile.TarInfo(f"running/{path.name}")
+                info.size, info.mtime = len(data), int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+    print(f"done={(work / 'DONE').exists()}")
     if (work / "run.log").exists():
         print((work / "run.log").read_text()[-6000:])
     return 0
