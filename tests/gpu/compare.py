@@ -274,6 +274,44 @@ def int4_kernels(work: Path, name: str) -> list[str]:
     return sorted(set(re.findall(r"Using (\w+LinearKernel)", text)))
 
 
+STARTUP_FACTS = {  # what a server's log says about its start: graph capture's sizes, time and memory
+    "cudagraph_capture_sizes": (
+        r"'cudagraph_capture_sizes': \[([\d, ]*)\]",
+        lambda m: [int(x) for x in m[0].split(",") if x.strip()],
+    ),
+    "cudagraph_mode": (r"'cudagraph_mode': <CUDAGraphMode\.(\w+)", lambda m: m[0]),
+    "graph_capture_s": (r"Graph capturing finished in ([\d.]+) secs", lambda m: float(m[0])),
+    "graph_capture_gib": (
+        r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB",
+        lambda m: float(m[0]),
+    ),
+    "profiling_warmup_s": (
+        r"\[backbone\] Initial profiling/warmup run took ([\d.]+) s",
+        lambda m: float(m[0]),
+    ),
+    "init_engine_s": (
+        r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s",
+        lambda m: float(m[0]),
+    ),
+    "compilation_s": (r"took [\d.]+ s \(compilation: ([\d.]+) s\)", lambda m: float(m[0])),
+    "kv_cache_tokens": (r"GPU KV cache size: ([\d,]+) tokens", lambda m: int(m[0].replace(",", ""))),
+}
+
+
+def startup_facts(work: Path, name: str) -> dict[str, Any]:
+    """:data:`STARTUP_FACTS` read from one server's log (the first match of each; absent ones left out)."""
+    import re
+
+    log_file = work / f"{name}.vllm.log"
+    text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    facts: dict[str, Any] = {}
+    for key, (pattern, convert) in STARTUP_FACTS.items():
+        found = re.findall(pattern, text)
+        if found:
+            facts[key] = convert(found)
+    return facts
+
+
 def ceiling(work: Path, state: dict[str, Any]) -> dict[str, Any] | None:
     from serve.bench.roofline import roofline_from_plan
 

@@ -13,21 +13,25 @@ code, driven in one process so that its import is paid once) at c=1 and c=4, gre
 bench no longer defaults to it), 512 in / 512 out, spec counters read from /metrics around each run; then
 greedy parity agreeing no-spec vs MTP 3 (sequential and concurrent).
 
-Phase ``levers`` (items 3 and 5), random weights (speed does not depend on the values), five servers:
+Phase ``levers`` (items 3 and 5), five servers on the agreeing checkpoint (without speculative decoding the
+weights' values do not change the speed; one checkpoint for both phases saves a 30 s write):
 - ``kit``: the kit without speculative decoding at max_num_seqs 4 (Marlin by rule), the baseline;
 - ``kit-mnbt2048``: the same with ``--max-num-batched-tokens 2048`` (vLLM's default on this GPU: 8192);
 - ``kit-noasync``: the same with ``--no-async-scheduling`` (on by default in 0.33);
 - ``kit16``: the kit at max_num_seqs 16 (the Marlin rule does not fire: the engine's pick, Machete);
 - ``kit16-marlin``: the same command plus ``--linear-backend marlin`` (the rule's bound, at 8 and 16 streams).
 ``kit``, ``kit-mnbt2048`` and ``kit-noasync`` at c=1 and c=4; ``kit`` and ``kit-mnbt2048`` under a long-prompt
-load (4096 in / 128 out, c=4); ``kit16*`` at c=1, 8, 16; and on ``kit`` the multi-turn workload (4 turns, each
-adding up to ~1800 tokens): TTFT of turns 2-4 with the prefix cache usable (one ``cache_salt`` per
-conversation) vs defeated (a fresh salt per request), prefix-cache counters read from /metrics.
+load (4096 in / 128 out, c=4); ``kit16*`` at c=1, 8, 16. With ``--multi-turn``, also on ``kit`` the
+multi-turn workload (4 turns, each adding up to ~1800 tokens): TTFT of turns 2-4 with the prefix cache usable
+(one ``cache_salt`` per conversation) vs defeated (a fresh salt per request), prefix-cache counters read from
+/metrics (measured on 2026-12-02 by engines.py, so off by default).
 
 Phase ``spec-graphs``: FULL CUDA graphs for speculative decoding (the engine's default, which the kit keeps)
-vs PIECEWISE only, MTP 3 on the agreeing checkpoint, c=1 and c=4, each judged by greedy parity against the
-no-spec server. Phase ``plain``: plain ``vllm serve`` vs the kit (measured three times already; for a rerun).
-Memory allows five 27B servers per phase.
+vs PIECEWISE only, and the capture sizes (the engine's list plus 12, MTP 3's verify batch at 3 streams), MTP 3
+on the agreeing checkpoint, c=1 and c=4 (and c=3 for the capture sizes), each judged by greedy parity against
+the no-spec server. Phase ``plain``: plain ``vllm serve`` vs the kit (measured three times already; for a
+rerun). Every server's start (graph capture sizes, time and memory, compile and warm-up) is read from its
+log into results.json. Memory allows five 27B servers per phase.
 """
 
 from __future__ import annotations
@@ -90,14 +94,16 @@ CEILING: dict[str, tuple[str, list[str]]] = {
 }
 LEVER_SIZING = sizing(4, 2.5, 0.17)
 WIDE_SIZING = sizing(16, 7, 0.205)
-# name -> (kind, --set items, flags appended to the kit's rendered command, checkpoint)
+# name -> (kind, --set items, flags appended to the kit's rendered command, checkpoint); without speculative
+# decoding the values of the weights do not change the speed, so these use the checkpoint spec-graphs needs
 LEVERS: dict[str, tuple[str, list[str], list[str], str]] = {
-    "kit": ("kit", [*LEVER_SIZING, *NOSPEC], [], "random"),
-    "kit-mnbt2048": ("kit", [*LEVER_SIZING, *NOSPEC], ["--max-num-batched-tokens", "2048"], "random"),
-    "kit-noasync": ("kit", [*LEVER_SIZING, *NOSPEC], ["--no-async-scheduling"], "random"),
-    "kit16": ("kit", [*WIDE_SIZING, *NOSPEC], [], "random"),
-    "kit16-marlin": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "marlin"], "random"),
+    "kit": ("kit", [*LEVER_SIZING, *NOSPEC], [], "agree"),
+    "kit-mnbt2048": ("kit", [*LEVER_SIZING, *NOSPEC], ["--max-num-batched-tokens", "2048"], "agree"),
+    "kit-noasync": ("kit", [*LEVER_SIZING, *NOSPEC], ["--no-async-scheduling"], "agree"),
+    "kit16": ("kit", [*WIDE_SIZING, *NOSPEC], [], "agree"),
+    "kit16-marlin": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "marlin"], "agree"),
 }
+CAPTURE12 = json.dumps({"cudagraph_capture_sizes": [1, 2, 4, 8, 12, 16, 24, 32]})
 # FULL CUDA graphs for speculative decoding (0.29+: padded FULL graphs for uniform decode; the engine's
 # default FULL_AND_PIECEWISE, which the kit leaves) against PIECEWISE only, MTP 3 at full acceptance,
 # beside the no-spec server for greedy parity
@@ -110,6 +116,9 @@ SPEC_GRAPHS: dict[str, tuple[str, list[str], list[str], str]] = {
         [],
         "agree",
     ),
+    # capture sizes: the engine's list [1, 2, 4, 8, 16, 24, 32] gives MTP 3's FULL decode graphs 4, 8 and 16
+    # tokens (multiples of 1 + k), so 3 streams (12 tokens) run padded to 16; this adds 12, nothing else
+    "agree-mtp3-capture12": ("kit", [*CEILING_SIZING, *mtp(3)], ["--compilation-config", CAPTURE12], "agree"),
 }
 # Plain `vllm serve` against the kit at this sizing was measured three times (docs/gpu.md: 1.14-1.16x at
 # c=1); the plain argv stays for a rerun: `run --phases plain`.
@@ -120,6 +129,7 @@ PLAIN: dict[str, tuple[str, list[str], list[str], str]] = {
 LEVER_PHASES = {"levers": LEVERS, "spec-graphs": SPEC_GRAPHS, "plain": PLAIN}
 LEVER_PORTS = {"levers": 8800, "spec-graphs": 8900, "plain": 8950}
 STANDARD = {"c1": (1, 4, 512, 512), "c4": (4, 16, 512, 512)}  # label -> concurrency, prompts, in, out
+THREE = {"c3": (3, 12, 512, 512)}
 WIDE = {"c1": (1, 4, 512, 512), "c8": (8, 16, 512, 512), "c16": (16, 32, 512, 512)}
 LOAD = {"load-c4": (4, 16, 4096, 128)}
 BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
@@ -130,8 +140,9 @@ BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "kit16": WIDE,
     "kit16-marlin": WIDE,
     "agree-nospec": STANDARD,
-    "agree-mtp3": STANDARD,
+    "agree-mtp3": {**STANDARD, **THREE},
     "agree-mtp3-piecewise": STANDARD,
+    "agree-mtp3-capture12": {**STANDARD, **THREE},
 }
 
 
@@ -377,6 +388,7 @@ def server_facts(work: Path, name: str, server: dict[str, Any]) -> dict[str, Any
         "failed": server.get("failed"),
         "flags": graph_modes.plan_summary(work, name),
         "int4_kernels": compare.int4_kernels(work, name),
+        "startup": compare.startup_facts(work, name),
         "extra": server.get("extra"),
         "argv": server.get("argv"),
     }
@@ -448,29 +460,44 @@ def phase_ceiling(
 
 
 def phase_levers(
-    work: Path, results: dict[str, Any], models: dict[str, Path], phase: str, only: list[str] | None = None
+    work: Path,
+    results: dict[str, Any],
+    models: dict[str, Path],
+    phase: str,
+    only: list[str] | None = None,
+    multi_turn_on: bool = False,
 ) -> None:
     servers = LEVER_PHASES[phase]
     if only:
         servers = {name: servers[name] for name in only if name in servers}
-    state: dict[str, Any] = {"servers": {}, "model": str(models["random"])}
+    state: dict[str, Any] = {"servers": {}, "model": str(models[next(iter(servers.values()))[3]])}
     for i, (name, spec) in enumerate(servers.items()):
         model = models[spec[3]]
         state["servers"][name] = spawn_lever(work, phase, name, model, LEVER_PORTS[phase] + i)
 
     def after(name: str, doc: dict[str, Any]) -> None:
-        if phase == "levers" and name == "kit":
+        if multi_turn_on and phase == "levers" and name == "kit":
             record_multi_turn(work, state, name, doc)
 
     def finish(doc: dict[str, Any]) -> None:
         if phase == "spec-graphs":
-            pairs = [("agree-nospec", b) for b in ("agree-mtp3", "agree-mtp3-piecewise")]
+            pairs = [
+                ("agree-nospec", b) for b in ("agree-mtp3", "agree-mtp3-piecewise", "agree-mtp3-capture12")
+            ]
             doc["parity"] = graph_modes.parity_rows(state, pairs)
 
     bench_phase(work, results, phase, state, BENCHES, after=after, finish=finish)
 
 
-def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int:
+def checkpoints_needed(phases: list[str]) -> set[str]:
+    """The synthetic checkpoints the chosen phases serve (each takes ~30 s of GPU to write)."""
+    needed = {ckpt for ckpt, _ in CEILING.values()} if "ceiling" in phases else set()
+    for phase in phases:
+        needed |= {spec[3] for spec in LEVER_PHASES.get(phase, {}).values()}
+    return needed
+
+
+def cmd_run(work: Path, phases: list[str], only: list[str] | None = None, multi_turn_on: bool = False) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results_file = work / "results.json"
     results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.exists() else {}
@@ -478,7 +505,8 @@ def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int
     results["bandwidth_gbps"] = compare.copy_bandwidth_gbps()
     log(f"copy bandwidth {results['bandwidth_gbps']} GB/s")
     models = {"random": work / "synth-random", "agree": work / "synth-agree"}
-    for key, path in models.items():
+    for key in sorted(checkpoints_needed(phases)):
+        path = models[key]
         t0 = time.monotonic()
         if not (path / "config.json").exists():
             extra = ["--agreeing-mtp"] if key == "agree" else []
@@ -494,7 +522,7 @@ def cmd_run(work: Path, phases: list[str], only: list[str] | None = None) -> int
             phase_ceiling(work, results, models, only)
         for phase in LEVER_PHASES:
             if phase in phases:
-                phase_levers(work, results, models, phase, only)
+                phase_levers(work, results, models, phase, only, multi_turn_on)
     finally:
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         write_json(work / "results.json", results)
@@ -548,9 +576,13 @@ def main() -> int:
     ap.add_argument("--until", default=None, help="poll: return as soon as this text is in results.json")
     ap.add_argument("--phases", default="levers,spec-graphs", help="of: ceiling, levers, spec-graphs, plain")
     ap.add_argument("--only", default=None, help="run: these servers of the lever phases, in this order")
+    ap.add_argument(
+        "--multi-turn", action="store_true", help="run: the prefix-cache multi-turn workload on kit"
+    )
     args = ap.parse_args()
     if args.step == "run":
-        return cmd_run(args.work, args.phases.split(","), args.only.split(",") if args.only else None)
+        only = args.only.split(",") if args.only else None
+        return cmd_run(args.work, args.phases.split(","), only, args.multi_turn)
     if args.step == "poll":
         return cmd_poll(args.work, args.out, args.wait, args.until)
     return cmd_stop(args.work)
