@@ -60,6 +60,7 @@ KNOBS: tuple[Knob, ...] = (
         document="kv_cache_memory_bytes",
     ),
     Knob("max_num_seqs", "--max-num-seqs", key="serving.max_num_seqs", document="max_num_seqs"),
+    Knob("max_num_batched_tokens", "--max-num-batched-tokens", key="serving.max_num_batched_tokens"),
     Knob(
         "tensor_parallel_size",
         "--tensor-parallel-size",

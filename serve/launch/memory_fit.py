@@ -115,6 +115,7 @@ def fit(
         max_model_len=None if requested == "auto" else (requested or model.max_position_embeddings),
         max_num_seqs=settings.get("max_num_seqs") or 1,
         num_speculative_tokens=int(spec.get("num_speculative_tokens", 0)),
+        max_num_batched_tokens=settings.get("max_num_batched_tokens"),
         kv_cache_memory_bytes=settings.get("kv_cache_memory_bytes"),
         tensor_parallel_size=tp,
         cache=cache,

@@ -105,6 +105,13 @@ CASES = [
         ["tool_call_parser"],
     ),
     (
+        "batched-tokens-below-max-num-seqs",
+        {"p.yaml": GOOD},
+        ["--profile", "<p>", "--set", "serving.max_num_seqs=8", "--set", "serving.max_num_batched_tokens=4"],
+        {},
+        ["max_num_batched_tokens 4 is below max_num_seqs 8", "at least 8"],
+    ),
+    (
         "set-unknown-key",
         {"p.yaml": GOOD},
         ["--profile", "<p>", "--set", "serving.max_num_seq=3"],

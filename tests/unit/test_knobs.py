@@ -33,6 +33,8 @@ def _sample(key: str) -> tuple[str, typing.Any]:
         return str(choices[-1]), choices[-1]
     if first is bool:
         return "true", True
+    if key == "serving.max_num_batched_tokens":  # at least the profile's max_num_seqs, or it is refused
+        return "4096", 4096
     if first is int:
         n = 2**31 if key.endswith("_bytes") else 2  # bytes: room for a KV cache
         return str(n), n
@@ -83,3 +85,19 @@ def test_styles_render_as_documented():
     assert flags_for("enforce_eager", False) == []
     assert flags_for("dtype", "auto") == []  # omit: vLLM's default
     assert flags_for("attention_backend", "TRITON_ATTN") == ["--attention-backend", "TRITON_ATTN"]
+
+
+def test_max_num_batched_tokens_reaches_the_memory_fit():
+    """A smaller scheduler step needs fewer activation bytes: the planner leaves the difference to the KV cache
+    (vLLM's own profiling run is sized by max_num_batched_tokens). Without the knob wired into
+    memory_fit.fit, both plans would be the same."""
+    gpu, engine = probes.gpu_facts("h200"), probes.engine_facts("vllm-0.33")
+
+    def capacity(sets: list[str]) -> int:
+        loaded = load_profile("qwen3.6-27b-h100", cli_sets=sets, environ={})
+        result = plan(loaded, gpu, engine, probes.model_facts(loaded.profile.model, profile_source="test"))
+        return plan_document(result).memory["kv_capacity_tokens"]
+
+    default, small = capacity([]), capacity(["serving.max_num_batched_tokens=2048"])
+    assert small > default
+    assert capacity(["serving.max_num_batched_tokens=8192"]) == default  # vLLM's default on this GPU
