@@ -788,15 +788,20 @@ RULES: list[Rule] = [
         effect=_marlin_effects,
         reason="Measured on an H100 with vLLM 0.24.0 (docs/gpu-results/2026-11-27/report-levers.md): single-stream "
         "decode of the shape-exact Qwen3.6-27B INT4 checkpoint, fp8 KV, CUDA graphs on, 1024 tokens: 103.2 tok/s "
-        "on Marlin vs 87.2 on Machete, vLLM's pick on Hopper (53% vs 45% of the bandwidth roofline). Batches "
-        "above 1 were not measured, hence the max_num_seqs bound. AutoRound INT4 layers reach "
+        "on Marlin vs 87.2 on Machete, vLLM's pick on Hopper (53% vs 45% of the bandwidth roofline). On an H200 "
+        "(docs/gpu.md, 'Levers side by side', 2026-12-02; vllm bench serve 512 in / 512 out, greedy): at "
+        "max_num_seqs 4 the kit with Marlin vs plain vllm serve 1.15x at c=1 and 1.12x at c=4 on 0.33.0 (1.14x, "
+        "1.09x on 0.24.0); at max_num_seqs 16 on 0.33.0, Marlin vs Machete 1.17x at c=1, 1.07x at c=8 (median "
+        "TTFT 715 vs 388 ms) and 0.98x at c=16 (TTFT 1260 vs 711 ms). Marlin's lead in decode shrinks as the "
+        "batch grows and its prefill is slower, so the rule stops at max_num_seqs 4. AutoRound INT4 layers reach "
         "choose_mp_linear_kernel (AutoGPTQLinearMethod), which honours both --linear-backend (filtered to "
         "MarlinLinearKernel) and VLLM_DISABLED_KERNELS in every wheel 0.24-0.33; the flag is the engine's "
         "own choice and picks Marlin itself, whereas from 0.32 disabling Machete alone lets Humming take the "
         "layer where it can: prioritize_humming ranks it above Marlin on SM90 (humming/priority.py:11).",
-        issues=("measured-h100-2026-11-27",),
-        engines="measured on vllm 0.24.0 (with the env var); --linear-backend marlin read in every wheel "
-        "0.24.0-0.33.0, absent from 0.19.1 (the fork gets the env var); speed on 0.28+ not measured",
+        issues=("measured-h100-2026-11-27", "measured-h200-2026-12-02"),
+        engines="measured on vllm 0.24.0 (H100 with the env var; H200 with the flag) and 0.33.0 (H200, the flag; "
+        "1 to 16 streams); --linear-backend marlin read in every wheel 0.24.0-0.33.0, absent from 0.19.1 (the "
+        "fork gets the env var)",
     ),
     # --- engine workarounds ----------------------------------------------------------------------------------
     Rule(
