@@ -324,6 +324,39 @@ def _refuse_gdn_spec(ctx: Ctx) -> list[Effect]:
     ]
 
 
+def _sm12x_mtp(ctx: Ctx) -> bool:
+    return _cuda(ctx) and ctx.cc is not None and ctx.cc[0] == 12 and _is_mtp(ctx)
+
+
+def _spec_graphs_given_up(ctx: Ctx) -> str | None:
+    """What the plan gives up of CUDA graphs with speculative decoding where no rule needs it: ``PIECEWISE``,
+    ``NONE`` (or enforce_eager), or None."""
+    if not (_cuda(ctx) and ctx.speculative) or _turboquant_spec_unfixed(ctx) or _sm12x_mtp(ctx):
+        return None
+    if ctx.settings.get("enforce_eager"):
+        return "NONE"
+    mode = str(ctx.settings.get("compilation_config.cudagraph_mode") or "").upper()
+    return mode if mode in ("NONE", "PIECEWISE") else None
+
+
+def _spec_graphs_cost_warning(ctx: Ctx) -> list[Effect]:
+    mode = _spec_graphs_given_up(ctx)
+    spec = ctx.speculative or {}
+    what = "enforce_eager" if ctx.settings.get("enforce_eager") else f"cudagraph_mode {mode}"
+    message = (
+        f"{what} with speculative decoding ({spec.get('method')} {spec.get('num_speculative_tokens')}): no rule "
+        "needs it on this GPU and engine, and it gives up most of what speculation gains: MTP 3 decoded "
+        "123.8 tok/s with PIECEWISE (1.07x no speculation) against 314.3 with the engine's FULL_AND_PIECEWISE "
+        "(H200, vLLM 0.33.0, every draft accepted, both exact; docs/gpu.md, 'Levers side by side')"
+    )
+    if mode == "NONE":
+        message += f"; with no CUDA graphs at all it costs more still ({GRAPHS_OFF_COST})"
+    message += (
+        ". Unset serving.cudagraph_mode (null) and serving.enforce_eager unless this GPU fails FULL capture"
+    )
+    return [Warn(message)]
+
+
 def _marlin_effects(ctx: Ctx) -> list[Effect]:
     """The engine's own kernel choice where it has one (``--linear-backend marlin``), else the
     environment variable that removes Machete from the candidates."""
@@ -708,7 +741,7 @@ RULES: list[Rule] = [
     Rule(
         id="graphs-off-sm12x-mtp",
         summary="SM120/SM121 (consumer Blackwell, DGX Spark) + MTP -> cudagraph_mode NONE",
-        when=lambda ctx: _cuda(ctx) and ctx.cc is not None and ctx.cc[0] == 12 and _is_mtp(ctx),
+        when=_sm12x_mtp,
         effect=lambda ctx: [Set("compilation_config.cudagraph_mode", "NONE")],
         reason="CUDA graph capture of the MTP module fails with cudaErrorStreamCaptureInvalidated on SM120/SM121 "
         "in some vLLM nightlies (seed model card, tested on the fork 0.19.1rc1.dev39). Which versions fail "
@@ -720,6 +753,22 @@ RULES: list[Rule] = [
         engines="unknown (seed card: some nightlies near 0.19.1rc1); applied to every version",
     ),
     # --- attention backend -----------------------------------------------------------------------------------
+    Rule(
+        id="spec-graphs-given-up-warn",
+        summary="speculative decoding + cudagraph_mode PIECEWISE or NONE (or enforce_eager) that no rule needs "
+        "-> warn with the measured cost",
+        when=lambda ctx: _spec_graphs_given_up(ctx) is not None,
+        effect=_spec_graphs_cost_warning,
+        reason="Measured on an H200 with vLLM 0.33.0 (docs/gpu.md, 'Levers side by side', 2026-12-02): MTP 3 on "
+        "the shape-exact checkpoint with every draft accepted, 512 in / 512 out, greedy: 314.3 tok/s at c=1 "
+        "and 956.5 at c=4 with the engine's FULL_AND_PIECEWISE graphs, 123.8 and 458.5 with PIECEWISE (2.54x, "
+        "2.09x slower), no-spec 116.1 and 430.1; every mode gave the no-spec tokens exactly. The seed card's "
+        "'--compilation-config.cudagraph_mode none' is an SM120 workaround (rule graphs-off-sm12x-mtp), and "
+        "TurboQuant + spec needs it (rule graphs-off-turboquant-spec); a profile that copies it elsewhere "
+        "pays this for nothing. Warned, not changed: the value is the profile's to set.",
+        issues=("measured-h200-2026-12-02",),
+        engines="measured on vllm 0.33.0; applied to every CUDA engine (0.24's FULL spec graphs not measured)",
+    ),
     Rule(
         id="attn-triton-sm120-fp8-graphs",
         summary="SM120/SM121 + fp8 KV + CUDA graphs -> attention backend TRITON_ATTN",

@@ -104,6 +104,11 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case(profile="qwen3.6-27b-rtx5090-fast", gpu="rtx5090"),
         Case(profile="qwen3.6-27b-rtx5090-fast", gpu="h100"),
     ),
+    # More cases (NONE, enforce_eager, where a rule needs graphs off): tests/unit/test_rules_versions.py
+    "spec-graphs-given-up-warn": (
+        Case(sets=("serving.cudagraph_mode=PIECEWISE",)),
+        Case(sets=("serving.cudagraph_mode=PIECEWISE", NO_SPEC)),
+    ),
     "attn-triton-sm120-fp8-graphs": (
         Case(profile="qwen3.6-27b-rtx5090", gpu="rtx5090", sets=("serving.kv_cache=fp8", NO_SPEC)),
         Case(profile="qwen3.6-27b-rtx5090", gpu="rtx5090", sets=("serving.kv_cache=auto", NO_SPEC)),

@@ -456,3 +456,45 @@ def test_the_probe_reads_a_changed_turboquant_builder(tmp_path: Path):
         "UNIFORM_BATCH",
         True,
     )
+
+
+# ------------------------------------------------------------------ CUDA graphs given up with speculation
+
+
+H100 = "qwen3.6-27b-h100"  # fp8 KV, MTP 3, graphs on
+GIVEN_UP = "spec-graphs-given-up-warn"
+
+
+@pytest.mark.parametrize(
+    ("sets", "said"),
+    [
+        (["serving.cudagraph_mode=PIECEWISE"], "cudagraph_mode PIECEWISE"),
+        (["serving.cudagraph_mode=NONE"], "no CUDA graphs at all"),
+        (["serving.enforce_eager=true"], "enforce_eager"),
+    ],
+)
+def test_spec_with_graphs_given_up_for_nothing_warns_with_the_cost(sets, said):
+    result = make_plan(H100, "h200", engine("vllm-0.33"), sets)
+    [warning] = warnings_of(result, GIVEN_UP)
+    assert said in warning and "314.3" in warning and "123.8" in warning
+    assert GIVEN_UP in result.rules_fired
+
+
+@pytest.mark.parametrize(
+    ("profile", "gpu", "sets"),
+    [
+        (H100, "h200", []),  # the engine's FULL_AND_PIECEWISE
+        (H100, "h200", ["serving.cudagraph_mode=FULL_DECODE_ONLY"]),  # decode keeps FULL graphs
+        (FAST, "rtx5090", []),  # SM120 + MTP: the profile's explicit FULL_AND_PIECEWISE
+        (
+            SEED,
+            "rtx5090",
+            ["serving.kv_cache=fp8", MTP1, "serving.max_model_len=32768"],
+        ),  # SM120 + MTP: rule NONE
+        (H100, "h200", ["serving.kv_cache=turboquant-4bit", MTP1]),  # graphs-off-turboquant-spec needs NONE
+        (H100, "h200", ["serving.cudagraph_mode=NONE", "serving.speculative=null"]),  # no speculation
+    ],
+)
+def test_no_cost_warning_where_graphs_stay_or_a_rule_needs_them_off(profile, gpu, sets):
+    result = make_plan(profile, gpu, engine("vllm-0.33"), sets)
+    assert GIVEN_UP not in result.rules_fired and not warnings_of(result, GIVEN_UP)
