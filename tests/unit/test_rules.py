@@ -109,6 +109,10 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case(sets=("serving.cudagraph_mode=PIECEWISE",)),
         Case(sets=("serving.cudagraph_mode=PIECEWISE", NO_SPEC)),
     ),
+    "no-async-scheduling-warn": (
+        Case(sets=('serving.extra_args=["--no-async-scheduling"]',)),
+        Case(sets=('serving.extra_args=["--seed", "0"]',)),
+    ),
     "attn-triton-sm120-fp8-graphs": (
         Case(profile="qwen3.6-27b-rtx5090", gpu="rtx5090", sets=("serving.kv_cache=fp8", NO_SPEC)),
         Case(profile="qwen3.6-27b-rtx5090", gpu="rtx5090", sets=("serving.kv_cache=auto", NO_SPEC)),
