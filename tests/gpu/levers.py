@@ -30,8 +30,11 @@ Phase ``spec-graphs``: FULL CUDA graphs for speculative decoding (the engine's d
 vs PIECEWISE only, and the capture sizes (the engine's list plus 12, MTP 3's verify batch at 3 streams), MTP 3
 on the agreeing checkpoint, c=1 and c=4 (and c=3 for the capture sizes), each judged by greedy parity against
 the no-spec server. Phase ``plain``: plain ``vllm serve`` vs the kit (measured three times already; for a
-rerun). Every server's start (graph capture sizes, time and memory, compile and warm-up) is read from its
-log into results.json. Memory allows five 27B servers per phase.
+rerun). Phase ``int4``: the int4 kernels vLLM offers this layer on SM90 (Marlin, the kit's; Machete; Humming;
+Triton; ExLlama) at max_num_seqs 4, c=1 and c=4, each judged by greedy parity against Marlin; phase
+``int4-spec``: Marlin, Machete and Humming under MTP 3 (16 tokens per step at 4 streams). Every server's start
+(graph capture sizes, time and memory, compile and warm-up) is read from its log into results.json. Memory
+allows five 27B servers per phase.
 """
 
 from __future__ import annotations
@@ -120,14 +123,51 @@ SPEC_GRAPHS: dict[str, tuple[str, list[str], list[str], str]] = {
     # tokens (multiples of 1 + k), so 3 streams (12 tokens) run padded to 16; this adds 12, nothing else
     "agree-mtp3-capture12": ("kit", [*CEILING_SIZING, *mtp(3)], ["--compilation-config", CAPTURE12], "agree"),
 }
+# The int4 kernels vLLM 0.33 offers an AutoRound (AutoGPTQ) W4A16 layer on SM90, each forced with
+# --linear-backend (which replaces the kit's own "marlin": with_flags): Machete (vLLM's
+# pick), Humming (ranked above Marlin on SM90 by vLLM's humming/priority.py), Triton, ExLlama; the kit's Marlin
+# is the baseline. A kernel that cannot take the layer falls back to vLLM's choice with a warning, so the
+# kernel each server used is read from its log (int4_kernels). Greedy parity against the baseline: a wrong
+# kernel shows as different tokens.
+INT4_SIZING = [*LEVER_SIZING, *NOSPEC]
+INT4: dict[str, tuple[str, list[str], list[str], str]] = {
+    "int4-marlin": ("kit", INT4_SIZING, [], "agree"),
+    **{
+        f"int4-{backend}": ("kit", INT4_SIZING, ["--linear-backend", backend], "agree")
+        for backend in ("machete", "humming", "triton", "exllama")
+    },
+}
+# The same with MTP 3 (every draft accepted): a decode step carries 1 + 3 tokens per stream, so 4 streams are
+# 16 tokens, where the no-spec rows at 16 streams had Marlin and Machete even (0.98x)
+INT4_SPEC: dict[str, tuple[str, list[str], list[str], str]] = {
+    "mtp3-marlin": ("kit", [*CEILING_SIZING, *mtp(3)], [], "agree"),
+    **{
+        f"mtp3-{backend}": ("kit", [*CEILING_SIZING, *mtp(3)], ["--linear-backend", backend], "agree")
+        for backend in ("machete", "humming")
+    },
+}
 # Plain `vllm serve` against the kit at this sizing was measured three times (docs/gpu.md: 1.14-1.16x at
 # c=1); the plain argv stays for a rerun: `run --phases plain`.
 PLAIN: dict[str, tuple[str, list[str], list[str], str]] = {
     "plain": ("plain", [], [], "random"),
     "kit": ("kit", [*LEVER_SIZING, *NOSPEC], [], "random"),
 }
-LEVER_PHASES = {"levers": LEVERS, "spec-graphs": SPEC_GRAPHS, "plain": PLAIN}
-LEVER_PORTS = {"levers": 8800, "spec-graphs": 8900, "plain": 8950}
+LEVER_PHASES = {
+    "levers": LEVERS,
+    "spec-graphs": SPEC_GRAPHS,
+    "int4": INT4,
+    "int4-spec": INT4_SPEC,
+    "plain": PLAIN,
+}
+LEVER_PORTS = {"levers": 8800, "spec-graphs": 8900, "int4": 8960, "int4-spec": 8970, "plain": 8950}
+# phase -> the (reference, other) server pairs compared by greedy parity once the phase is benched
+PARITY_PAIRS = {
+    "spec-graphs": [
+        ("agree-nospec", b) for b in ("agree-mtp3", "agree-mtp3-piecewise", "agree-mtp3-capture12")
+    ],
+    "int4": [("int4-marlin", b) for b in INT4 if b != "int4-marlin"],
+    "int4-spec": [("mtp3-marlin", b) for b in INT4_SPEC if b != "mtp3-marlin"],
+}
 STANDARD = {"c1": (1, 4, 512, 512), "c4": (4, 16, 512, 512)}  # label -> concurrency, prompts, in, out
 THREE = {"c3": (3, 12, 512, 512)}
 WIDE = {"c1": (1, 4, 512, 512), "c8": (8, 16, 512, 512), "c16": (16, 32, 512, 512)}
@@ -143,6 +183,7 @@ BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "agree-mtp3": {**STANDARD, **THREE},
     "agree-mtp3-piecewise": STANDARD,
     "agree-mtp3-capture12": {**STANDARD, **THREE},
+    **dict.fromkeys([*INT4, *INT4_SPEC], STANDARD),
 }
 
 
@@ -349,6 +390,21 @@ def render_plan(work: Path, name: str, model: Path, port: int, sets: list[str]) 
     return plan
 
 
+def with_flags(argv: list[str], extra: list[str]) -> list[str]:
+    """``argv`` with ``extra``'s flags: a flag the command has already gets the new value in place (vLLM warns
+    of duplicate keys), any other is appended."""
+    out, i = list(argv), 0
+    while i < len(extra):
+        flag = extra[i]
+        value = extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("--") else None
+        if value is not None and flag in out and out.index(flag) + 1 < len(out):
+            out[out.index(flag) + 1] = value
+        else:
+            out += [flag] if value is None else [flag, value]
+        i += 1 if value is None else 2
+    return out
+
+
 def spawn_lever(work: Path, phase: str, name: str, model: Path, port: int) -> dict[str, Any]:
     kind, sets, extra, _ = LEVER_PHASES[phase][name]
     compare.PORTS[name] = port
@@ -366,7 +422,7 @@ def spawn_lever(work: Path, phase: str, name: str, model: Path, port: int) -> di
     else:
         # the kit's own command for this sizing, with one flag added: the lever, nothing else changed
         plan = render_plan(work, name, model, port, sets)
-        argv = [*plan["exec_argv"], *extra]
+        argv = with_flags(plan["exec_argv"], extra)
         server = compare.spawn(name, argv, work, plan.get("env") or {})
     server["model"] = str(model)
     server["extra"] = extra
@@ -480,10 +536,10 @@ def phase_levers(
             record_multi_turn(work, state, name, doc)
 
     def finish(doc: dict[str, Any]) -> None:
-        if phase == "spec-graphs":
-            pairs = [
-                ("agree-nospec", b) for b in ("agree-mtp3", "agree-mtp3-piecewise", "agree-mtp3-capture12")
-            ]
+        pairs = [
+            (a, b) for a, b in PARITY_PAIRS.get(phase, []) if a in state["servers"] and b in state["servers"]
+        ]
+        if pairs:
             doc["parity"] = graph_modes.parity_rows(state, pairs)
 
     bench_phase(work, results, phase, state, BENCHES, after=after, finish=finish)
@@ -574,7 +630,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("out/levers"))
     ap.add_argument("--wait", type=float, default=500)
     ap.add_argument("--until", default=None, help="poll: return as soon as this text is in results.json")
-    ap.add_argument("--phases", default="levers,spec-graphs", help="of: ceiling, levers, spec-graphs, plain")
+    ap.add_argument(
+        "--phases",
+        default="levers,spec-graphs",
+        help="of: ceiling, levers, spec-graphs, int4, int4-spec, plain",
+    )
     ap.add_argument("--only", default=None, help="run: these servers of the lever phases, in this order")
     ap.add_argument(
         "--multi-turn", action="store_true", help="run: the prefix-cache multi-turn workload on kit"
