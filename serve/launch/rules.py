@@ -755,7 +755,6 @@ RULES: list[Rule] = [
         cost=GRAPHS_OFF_COST,
         engines="unknown (seed card: some nightlies near 0.19.1rc1); applied to every version",
     ),
-    # --- attention backend -----------------------------------------------------------------------------------
     Rule(
         id="spec-graphs-given-up-warn",
         summary="speculative decoding + cudagraph_mode PIECEWISE or NONE (or enforce_eager) that no rule needs "
@@ -772,26 +771,7 @@ RULES: list[Rule] = [
         issues=("measured-h200-2026-12-02",),
         engines="measured on vllm 0.33.0; applied to every CUDA engine (0.24's FULL spec graphs not measured)",
     ),
-    Rule(
-        id="no-async-scheduling-warn",
-        summary="--no-async-scheduling in serving.extra_args -> warn with the measured cost",
-        when=lambda ctx: _cuda(ctx) and NO_ASYNC_FLAG in ctx.profile.serving.extra_args,
-        effect=lambda ctx: [
-            Warn(
-                f"serving.extra_args has {NO_ASYNC_FLAG}: on an H200 (vLLM 0.33.0, docs/gpu.md, 'Levers side by "
-                "side') the kit's command decoded 83.8 tok/s with it against 111.5 without at 1 stream (1.33x "
-                "slower) and 314.8 against 410.4 at 4 (1.30x): async scheduling overlaps the scheduler's host "
-                "work with the GPU's step. Drop the flag unless you are chasing a scheduler bug"
-            )
-        ],
-        reason="Measured on an H200 with vLLM 0.33.0 (docs/gpu.md, 'Levers side by side', 2026-12-02): the kit "
-        "without speculative decoding (Marlin, fp8 KV, graphs on, max_num_seqs 4), vllm bench serve 512 in / "
-        "512 out, greedy: 111.5 tok/s at c=1 and 410.4 at c=4 with vLLM's default async scheduling, 83.8 and "
-        "314.8 with --no-async-scheduling appended (TPOT 8.61 vs 11.62 ms). The kit never renders the flag; "
-        "warned, not removed: extra_args are the user's.",
-        issues=("measured-h200-2026-12-02",),
-        engines="measured on vllm 0.33.0 (async scheduling on by default there); applied to every CUDA engine",
-    ),
+    # --- attention backend -----------------------------------------------------------------------------------
     Rule(
         id="attn-triton-sm120-fp8-graphs",
         summary="SM120/SM121 + fp8 KV + CUDA graphs -> attention backend TRITON_ATTN",
@@ -874,6 +854,26 @@ RULES: list[Rule] = [
         engines="measured on vllm 0.24.0 (H100 with the env var; H200 with the flag) and 0.33.0 (H200, the flag; "
         "1 to 16 streams); --linear-backend marlin read in every wheel 0.24.0-0.33.0, absent from 0.19.1 (the "
         "fork gets the env var)",
+    ),
+    Rule(
+        id="no-async-scheduling-warn",
+        summary="--no-async-scheduling in serving.extra_args -> warn with the measured cost",
+        when=lambda ctx: _cuda(ctx) and NO_ASYNC_FLAG in ctx.profile.serving.extra_args,
+        effect=lambda ctx: [
+            Warn(
+                f"serving.extra_args has {NO_ASYNC_FLAG}: on an H200 (vLLM 0.33.0, docs/gpu.md, 'Levers side by "
+                "side') the kit's command decoded 83.8 tok/s with it against 111.5 without at 1 stream (1.33x "
+                "slower) and 314.8 against 410.4 at 4 (1.30x): async scheduling overlaps the scheduler's host "
+                "work with the GPU's step. Drop the flag unless you are chasing a scheduler bug"
+            )
+        ],
+        reason="Measured on an H200 with vLLM 0.33.0 (docs/gpu.md, 'Levers side by side', 2026-12-02): the kit "
+        "without speculative decoding (Marlin, fp8 KV, graphs on, max_num_seqs 4), vllm bench serve 512 in / "
+        "512 out, greedy: 111.5 tok/s at c=1 and 410.4 at c=4 with vLLM's default async scheduling, 83.8 and "
+        "314.8 with --no-async-scheduling appended (TPOT 8.61 vs 11.62 ms). The kit never renders the flag; "
+        "warned, not removed: extra_args are the user's.",
+        issues=("measured-h200-2026-12-02",),
+        engines="measured on vllm 0.33.0 (async scheduling on by default there); applied to every CUDA engine",
     ),
     # --- engine workarounds ----------------------------------------------------------------------------------
     Rule(
