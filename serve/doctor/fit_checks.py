@@ -69,6 +69,7 @@ def check_fit(inp: DoctorInputs) -> list[Check]:
             kv_cache_dtype=s.kv_cache_dtype,
             max_model_len=s.max_model_len,
             max_num_seqs=s.max_num_seqs,
+            max_num_batched_tokens=s.max_num_batched_tokens,
             num_speculative_tokens=s.num_speculative_tokens,
             kv_cache_memory_bytes=s.kv_cache_memory_bytes,
             tensor_parallel_size=s.tensor_parallel_size,

@@ -64,6 +64,8 @@ class ServingIntent:
     kv_cache_dtype: str = "auto"
     max_model_len: int | None = None
     max_num_seqs: int = 1
+    max_num_batched_tokens: int | None = None
+    """Tokens per scheduler step (the activations the fit reserves); None: vLLM's default."""
     gpu_memory_utilization: float = 0.9
     num_speculative_tokens: int = 0
     kv_cache_memory_bytes: int | None = None

@@ -18,6 +18,7 @@ def serving_from_profile(profile: Any, model_dir_override: str | None) -> tuple[
         kv_cache_dtype=kv.memory_name(s.kv_cache),
         max_model_len=mml,
         max_num_seqs=s.max_num_seqs or 1,
+        max_num_batched_tokens=s.max_num_batched_tokens,
         gpu_memory_utilization=s.gpu_memory_utilization or 0.9,
         num_speculative_tokens=s.speculative.num_speculative_tokens if s.speculative else 0,
         kv_cache_memory_bytes=s.kv_cache_memory_bytes,
@@ -51,6 +52,7 @@ def _settings_from_plan(inp: DoctorInputs, loaded: Any, target: Any, engine: Any
         "kv_cache_dtype": p.value("kv_cache_dtype") or "auto",
         "max_model_len": p.value("max_model_len") if isinstance(p.value("max_model_len"), int) else None,
         "max_num_seqs": p.value("max_num_seqs") or 1,
+        "max_num_batched_tokens": p.value("max_num_batched_tokens"),
         "num_speculative_tokens": int(spec.get("num_speculative_tokens") or 0) if spec else 0,
         "kv_cache_memory_bytes": p.value("kv_cache_memory_bytes"),
     }

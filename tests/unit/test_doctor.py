@@ -327,14 +327,22 @@ def test_a_cpu_profile_without_a_gpu_needs_none(capsys: pytest.CaptureFixture[st
     assert out["facts"]["gpu"]["origin"] == "none"
 
 
-def test_doctors_fit_is_the_planners_fit(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("own_profile", [False, True], ids=["shipped", "max-num-batched-tokens-2048"])
+def test_doctors_fit_is_the_planners_fit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, own_profile: bool
+) -> None:
     """Doctor checks the memory of the block layout the launcher plans: on vLLM 0.33 prefix caching is on
     by default for this hybrid model (align mode: 2 + n state blocks, 3 + n with FlashInfer's GDN prefill
     checkpoints on SM90), which the profile leaves unset. Doctor used to fit it as off and report 3,032,529
-    tokens where the plan (and vLLM, as the H200 runs reproduced) say 2,932,555."""
+    tokens where the plan (and vLLM, as the H200 runs reproduced) say 2,932,555. A profile that sets
+    serving.max_num_batched_tokens changes the activations both reserve."""
     from serve import cli
 
-    args = ["--profile", "qwen3.6-27b-h100", "--engine", "vllm-0.33", "--gpu", "h200", "--json"]
+    profile = "qwen3.6-27b-h100"
+    if own_profile:
+        profile = str(tmp_path / "p.yaml")
+        Path(profile).write_text("extends: qwen3.6-27b-h100\nserving:\n  max_num_batched_tokens: 2048\n")
+    args = ["--profile", profile, "--engine", "vllm-0.33", "--gpu", "h200", "--json"]
     doctor.main(args)
     fit = next(c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "fit")
     cli.main(["render", *args])
