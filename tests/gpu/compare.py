@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,49 +269,42 @@ def warm_up(work: Path, state: dict[str, Any], name: str) -> None:
         response.read()
 
 
-def int4_kernels(work: Path, name: str) -> list[str]:
-    import re
+def server_log(work: Path, name: str) -> str:
+    """One server's vLLM log as spawn() wrote it ("" before it exists)."""
+    path = work / f"{name}.vllm.log"
+    return path.read_text(errors="replace") if path.exists() else ""
 
-    text = (work / f"{name}.vllm.log").read_text(errors="replace")
+
+def int4_kernels(work: Path, name: str, text: str | None = None) -> list[str]:
+    text = server_log(work, name) if text is None else text
     return sorted(set(re.findall(r"Using (\w+LinearKernel)", text)))
 
 
-STARTUP_FACTS = {  # what a server's log says about its start: graph capture's sizes, time and memory
-    "cudagraph_capture_sizes": (
-        r"'cudagraph_capture_sizes': \[([\d, ]*)\]",
-        lambda m: [int(x) for x in m[0].split(",") if x.strip()],
-    ),
-    "cudagraph_mode": (r"'cudagraph_mode': <CUDAGraphMode\.(\w+)", lambda m: m[0]),
-    "graph_capture_s": (r"Graph capturing finished in ([\d.]+) secs", lambda m: float(m[0])),
-    "graph_capture_gib": (
-        r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB",
-        lambda m: float(m[0]),
-    ),
-    "profiling_warmup_s": (
-        r"\[backbone\] Initial profiling/warmup run took ([\d.]+) s",
-        lambda m: float(m[0]),
-    ),
-    "init_engine_s": (
-        r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s",
-        lambda m: float(m[0]),
-    ),
-    "compilation_s": (r"took [\d.]+ s \(compilation: ([\d.]+) s\)", lambda m: float(m[0])),
-    "kv_cache_tokens": (r"GPU KV cache size: ([\d,]+) tokens", lambda m: int(m[0].replace(",", ""))),
+def _sizes(found: str) -> list[int]:
+    return [int(x) for x in found.split(",") if x.strip()]
+
+
+STARTUP_FACTS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    # what a server's log says about its start (the first match of each): graph capture, compile, warm-up
+    "cudagraph_capture_sizes": (r"'cudagraph_capture_sizes': \[([\d, ]*)\]", _sizes),
+    "cudagraph_mode": (r"'cudagraph_mode': <CUDAGraphMode\.(\w+)", str),
+    "graph_capture_s": (r"Graph capturing finished in ([\d.]+) secs", float),
+    "graph_capture_gib": (r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB", float),
+    "profiling_warmup_s": (r"\[backbone\] Initial profiling/warmup run took ([\d.]+) s", float),
+    "init_engine_s": (r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s", float),
+    "compilation_s": (r"took [\d.]+ s \(compilation: ([\d.]+) s\)", float),
+    "kv_cache_tokens": (r"GPU KV cache size: ([\d,]+) tokens", lambda found: int(found.replace(",", ""))),
 }
 
 
-def startup_facts(work: Path, name: str) -> dict[str, Any]:
-    """:data:`STARTUP_FACTS` read from one server's log (the first match of each; absent ones left out)."""
-    import re
-
-    log_file = work / f"{name}.vllm.log"
-    text = log_file.read_text(errors="replace") if log_file.exists() else ""
-    facts: dict[str, Any] = {}
-    for key, (pattern, convert) in STARTUP_FACTS.items():
-        found = re.findall(pattern, text)
-        if found:
-            facts[key] = convert(found)
-    return facts
+def startup_facts(work: Path, name: str, text: str | None = None) -> dict[str, Any]:
+    """:data:`STARTUP_FACTS` read from one server's log (absent ones left out)."""
+    text = server_log(work, name) if text is None else text
+    return {
+        key: convert(m.group(1))
+        for key, (pattern, convert) in STARTUP_FACTS.items()
+        if (m := re.search(pattern, text))
+    }
 
 
 def ceiling(work: Path, state: dict[str, Any]) -> dict[str, Any] | None:

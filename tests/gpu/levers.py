@@ -87,6 +87,9 @@ def mtp(n: int) -> list[str]:
     return [f"serving.speculative.num_speculative_tokens={n}"]
 
 
+MTP3 = [*CEILING_SIZING, *mtp(3)]
+
+
 # name -> (checkpoint, --set items)
 CEILING: dict[str, tuple[str, list[str]]] = {
     "agree-nospec": ("agree", [*CEILING_SIZING, *NOSPEC]),
@@ -97,7 +100,7 @@ CEILING: dict[str, tuple[str, list[str]]] = {
 }
 LEVER_SIZING = sizing(4, 2.5, 0.17)
 WIDE_SIZING = sizing(16, 7, 0.205)
-# name -> (kind, --set items, flags appended to the kit's rendered command, checkpoint); without speculative
+# name -> (kind, --set items, flags set on the kit's rendered command (with_flags), checkpoint); without speculative
 # decoding the values of the weights do not change the speed, so these use the checkpoint spec-graphs needs
 LEVERS: dict[str, tuple[str, list[str], list[str], str]] = {
     "kit": ("kit", [*LEVER_SIZING, *NOSPEC], [], "agree"),
@@ -112,16 +115,16 @@ CAPTURE12 = json.dumps({"cudagraph_capture_sizes": [1, 2, 4, 8, 12, 16, 24, 32]}
 # beside the no-spec server for greedy parity
 SPEC_GRAPHS: dict[str, tuple[str, list[str], list[str], str]] = {
     "agree-nospec": ("kit", [*CEILING_SIZING, *NOSPEC], [], "agree"),
-    "agree-mtp3": ("kit", [*CEILING_SIZING, *mtp(3)], [], "agree"),
+    "agree-mtp3": ("kit", MTP3, [], "agree"),
     "agree-mtp3-piecewise": (
         "kit",
-        [*CEILING_SIZING, *mtp(3), "serving.cudagraph_mode=PIECEWISE"],
+        [*MTP3, "serving.cudagraph_mode=PIECEWISE"],
         [],
         "agree",
     ),
     # capture sizes: the engine's list [1, 2, 4, 8, 16, 24, 32] gives MTP 3's FULL decode graphs 4, 8 and 16
     # tokens (multiples of 1 + k), so 3 streams (12 tokens) run padded to 16; this adds 12, nothing else
-    "agree-mtp3-capture12": ("kit", [*CEILING_SIZING, *mtp(3)], ["--compilation-config", CAPTURE12], "agree"),
+    "agree-mtp3-capture12": ("kit", MTP3, ["--compilation-config", CAPTURE12], "agree"),
 }
 # The int4 kernels vLLM 0.33 offers an AutoRound (AutoGPTQ) W4A16 layer on SM90, each forced with
 # --linear-backend (which replaces the kit's own "marlin": with_flags): Machete (vLLM's
@@ -140,9 +143,9 @@ INT4: dict[str, tuple[str, list[str], list[str], str]] = {
 # The same with MTP 3 (every draft accepted): a decode step carries 1 + 3 tokens per stream, so 4 streams are
 # 16 tokens, where the no-spec rows at 16 streams had Marlin and Machete even (0.98x)
 INT4_SPEC: dict[str, tuple[str, list[str], list[str], str]] = {
-    "mtp3-marlin": ("kit", [*CEILING_SIZING, *mtp(3)], [], "agree"),
+    "mtp3-marlin": ("kit", MTP3, [], "agree"),
     **{
-        f"mtp3-{backend}": ("kit", [*CEILING_SIZING, *mtp(3)], ["--linear-backend", backend], "agree")
+        f"mtp3-{backend}": ("kit", MTP3, ["--linear-backend", backend], "agree")
         for backend in ("machete", "humming")
     },
 }
@@ -160,13 +163,15 @@ LEVER_PHASES = {
     "plain": PLAIN,
 }
 LEVER_PORTS = {"levers": 8800, "spec-graphs": 8900, "int4": 8960, "int4-spec": 8970, "plain": 8950}
-# phase -> the (reference, other) server pairs compared by greedy parity once the phase is benched
+# phase -> the (reference, other) server pairs compared by greedy parity once the phase is benched: the
+# phase's first server against each of the others
 PARITY_PAIRS = {
-    "spec-graphs": [
-        ("agree-nospec", b) for b in ("agree-mtp3", "agree-mtp3-piecewise", "agree-mtp3-capture12")
-    ],
-    "int4": [("int4-marlin", b) for b in INT4 if b != "int4-marlin"],
-    "int4-spec": [("mtp3-marlin", b) for b in INT4_SPEC if b != "mtp3-marlin"],
+    phase: [(reference, other) for other in others]
+    for phase, (reference, *others) in (
+        ("spec-graphs", list(SPEC_GRAPHS)),
+        ("int4", list(INT4)),
+        ("int4-spec", list(INT4_SPEC)),
+    )
 }
 STANDARD = {"c1": (1, 4, 512, 512), "c4": (4, 16, 512, 512)}  # label -> concurrency, prompts, in, out
 THREE = {"c3": (3, 12, 512, 512)}
@@ -397,8 +402,9 @@ def with_flags(argv: list[str], extra: list[str]) -> list[str]:
     while i < len(extra):
         flag = extra[i]
         value = extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("--") else None
-        if value is not None and flag in out and out.index(flag) + 1 < len(out):
-            out[out.index(flag) + 1] = value
+        at = out.index(flag) if flag in out else -1
+        if value is not None and 0 <= at < len(out) - 1:
+            out[at + 1] = value
         else:
             out += [flag] if value is None else [flag, value]
         i += 1 if value is None else 2
@@ -439,12 +445,13 @@ def keep_logs(work: Path, names: list[str]) -> None:
 
 
 def server_facts(work: Path, name: str, server: dict[str, Any]) -> dict[str, Any]:
+    log_text = compare.server_log(work, name)
     return {
         "ready_s": server.get("ready_s"),
         "failed": server.get("failed"),
         "flags": graph_modes.plan_summary(work, name),
-        "int4_kernels": compare.int4_kernels(work, name),
-        "startup": compare.startup_facts(work, name),
+        "int4_kernels": compare.int4_kernels(work, name, log_text),
+        "startup": compare.startup_facts(work, name, log_text),
         "extra": server.get("extra"),
         "argv": server.get("argv"),
     }
