@@ -332,27 +332,26 @@ def _sm12x_mtp(ctx: Ctx) -> bool:
 
 
 def _spec_graphs_given_up(ctx: Ctx) -> str | None:
-    """What the plan gives up of CUDA graphs with speculative decoding where no rule needs it: ``PIECEWISE``,
-    ``NONE`` (or enforce_eager), or None."""
+    """What the plan gives up of CUDA graphs with speculative decoding where no rule needs it, as the
+    warning names it (``enforce_eager``, ``cudagraph_mode NONE`` or ``cudagraph_mode PIECEWISE``), or None."""
     if not (_cuda(ctx) and ctx.speculative) or _turboquant_spec_unfixed(ctx) or _sm12x_mtp(ctx):
         return None
     if ctx.settings.get("enforce_eager"):
-        return "NONE"
+        return "enforce_eager"
     mode = str(ctx.settings.get("compilation_config.cudagraph_mode") or "").upper()
-    return mode if mode in ("NONE", "PIECEWISE") else None
+    return f"cudagraph_mode {mode}" if mode in ("NONE", "PIECEWISE") else None
 
 
 def _spec_graphs_cost_warning(ctx: Ctx) -> list[Effect]:
-    mode = _spec_graphs_given_up(ctx)
+    what = _spec_graphs_given_up(ctx)
     spec = ctx.speculative or {}
-    what = "enforce_eager" if ctx.settings.get("enforce_eager") else f"cudagraph_mode {mode}"
     message = (
         f"{what} with speculative decoding ({spec.get('method')} {spec.get('num_speculative_tokens')}): no rule "
         "needs it on this GPU and engine, and it gives up most of what speculation gains: MTP 3 decoded "
         "123.8 tok/s with PIECEWISE (1.07x no speculation) against 314.3 with the engine's FULL_AND_PIECEWISE "
         "(H200, vLLM 0.33.0, every draft accepted, both exact; docs/gpu.md, 'Levers side by side')"
     )
-    if mode == "NONE":
+    if what != "cudagraph_mode PIECEWISE":
         message += f"; with no CUDA graphs at all it costs more still ({GRAPHS_OFF_COST})"
     message += (
         ". Unset serving.cudagraph_mode (null) and serving.enforce_eager unless this GPU fails FULL capture"
