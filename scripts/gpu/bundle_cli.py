@@ -4,6 +4,7 @@
     python3 scripts/gpu/bundle_cli.py stage CALL_DIR [--stage DIR]   check one carried callNN folder, stage it
     python3 scripts/gpu/bundle_cli.py status [--stage DIR]           which calls are still to carry
     python3 scripts/gpu/bundle_cli.py unpack [--stage DIR] [--site DIR]   join, check, unpack (once)
+    python3 scripts/gpu/bundle_cli.py merge [--site DIR]             link the machine's part of shared folders in
     python3 scripts/gpu/bundle_cli.py env [--site DIR]               shell lines that put the bundle in use
     python3 scripts/gpu/bundle_cli.py installed [--stage DIR] [--site DIR]   exit 0 if the staged bundle is unpacked
 
@@ -98,6 +99,40 @@ def cmd_installed(stage_dir: Path, site: Path) -> int:
     return 3
 
 
+def machine_roots(site: Path) -> list[Path]:
+    """The machine's own package folders (this interpreter's sys.path without the bundle's site)."""
+    roots = []
+    for entry in sys.path:
+        path = Path(entry or ".").resolve()
+        if path.is_dir() and path != site.resolve() and path not in roots:
+            roots.append(path)
+    return roots
+
+
+def merge_machine_dirs(site: Path, roots: list[Path]) -> list[str]:
+    """For each of the bundle's ``merge_machine_dirs`` (KIT-BUNDLE.json), link into the site's folder every
+    entry of the first machine root's same folder that the site lacks: what one ``pip install`` would have
+    put in one tree (nvidia/cu13: the bundle's cccl/crt headers beside the machine's NVRTC and cudart).
+    Idempotent; an entry the bundle has is never replaced. Returns one line per folder."""
+    info = json.loads((site / INFO).read_text())
+    lines = []
+    for rel in info.get("merge_machine_dirs", []):
+        theirs = next((root / rel for root in roots if (root / rel).is_dir()), None)
+        if theirs is None:
+            lines.append(f"merge: {rel}: the machine has none; the bundle's alone")
+            continue
+        ours = site / rel
+        ours.mkdir(parents=True, exist_ok=True)
+        linked = 0
+        for entry in sorted(theirs.iterdir()):
+            target = ours / entry.name
+            if not target.exists() and not target.is_symlink():
+                target.symlink_to(entry)
+                linked += 1
+        lines.append(f"merge: {rel}: linked {linked} entries of {theirs}")
+    return lines
+
+
 def env_lines(site: Path) -> list[str]:
     info = json.loads((site / INFO).read_text())
     lines = [f"# written by scripts/gpu/bundle_cli.py env for vllm {info['vllm']}"]
@@ -122,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpack")
     p.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
     p.add_argument("--site", type=Path, default=DEFAULT_SITE)
+    p = sub.add_parser("merge")
+    p.add_argument("--site", type=Path, default=DEFAULT_SITE)
     p = sub.add_parser("env")
     p.add_argument("--site", type=Path, default=DEFAULT_SITE)
     p = sub.add_parser("installed")
@@ -137,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_unpack(args.stage, args.site)
         if args.cmd == "installed":
             return cmd_installed(args.stage, args.site)
+        if args.cmd == "merge":
+            print("\n".join(merge_machine_dirs(args.site, machine_roots(args.site))))
+            return 0
         print("\n".join(env_lines(args.site)))
         return 0
     except bundlelib.BundleError as exc:

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/../.."
 STAGE=${KIT_STAGE:-/tmp/kit-bundle}
 SITE=${KIT_SITE:-/tmp/site}
 python3 scripts/gpu/bundle_cli.py unpack --stage "$STAGE" --site "$SITE" || exit $?
+python3 scripts/gpu/bundle_cli.py merge --site "$SITE" || exit $?
 python3 scripts/gpu/bundle_cli.py env --site "$SITE" > "$SITE/kit-env.sh" || exit $?
 echo "install: wrote $SITE/kit-env.sh:"; sed 's/^/  /' "$SITE/kit-env.sh"
 MODE=${KIT_SMOKE:-gpu}

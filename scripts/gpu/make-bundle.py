@@ -365,6 +365,7 @@ def main() -> None:
         "installed_bytes": installed_bytes,
         "env": spec.get("env", {}),
         "prepend_ld_library_path": spec.get("prepend_ld_library_path", []),
+        "merge_machine_dirs": spec.get("merge_machine_dirs", []),
         "left_out": spec.get("left_out", {}),
         "optional_carried": {n: optional[n]["why"] for n in sorted(set(args.optional))},
         "optional_left_out": {n: o["why"] for n, o in optional.items() if n not in args.optional},

@@ -31,7 +31,7 @@ vs PIECEWISE only, and the capture sizes (the engine's list plus 12, MTP 3's ver
 on the agreeing checkpoint, c=1 and c=4 (and c=3 for the capture sizes), each judged by greedy parity against
 the no-spec server. Phase ``plain``: plain ``vllm serve`` vs the kit (measured three times already; for a
 rerun). Phase ``int4``: the int4 kernels vLLM offers this layer on SM90 (Marlin, the kit's; Machete; Humming;
-Triton; ExLlama) at max_num_seqs 4, c=1 and c=4, each judged by greedy parity against Marlin; phase
+Triton) at max_num_seqs 4, c=1 and c=4, each judged by greedy parity against Marlin; phase
 ``int4-spec``: Marlin, Machete and Humming under MTP 3 (16 tokens per step at 4 streams). Every server's start
 (graph capture sizes, time and memory, compile and warm-up) is read from its log into results.json. Memory
 allows five 27B servers per phase.
@@ -126,18 +126,21 @@ SPEC_GRAPHS: dict[str, tuple[str, list[str], list[str], str]] = {
     # tokens (multiples of 1 + k), so 3 streams (12 tokens) run padded to 16; this adds 12, nothing else
     "agree-mtp3-capture12": ("kit", MTP3, ["--compilation-config", CAPTURE12], "agree"),
 }
-# The int4 kernels vLLM 0.33 offers an AutoRound (AutoGPTQ) W4A16 layer on SM90, each forced with
-# --linear-backend (which replaces the kit's own "marlin": with_flags): Machete (vLLM's
-# pick), Humming (ranked above Marlin on SM90 by vLLM's humming/priority.py), Triton, ExLlama; the kit's Marlin
-# is the baseline. A kernel that cannot take the layer falls back to vLLM's choice with a warning, so the
-# kernel each server used is read from its log (int4_kernels). Greedy parity against the baseline: a wrong
-# kernel shows as different tokens.
+# The int4 kernels vLLM 0.33 offers an AutoRound (AutoGPTQ) W4A16 bfloat16 layer on SM90, each forced with
+# --linear-backend (which replaces the kit's own "marlin": with_flags): Machete (vLLM's pick), Humming (ranked
+# above Marlin on SM90 by vLLM's humming/priority.py; the bundle carries humming-kernels since 2026-12-02),
+# Triton; the kit's Marlin is the baseline. Not run: ExLlama takes float16 activations only and CUTLASS W4A8
+# fp8 ones (their can_implement), so either would fall back to vLLM's choice (Machete) on this bfloat16 model;
+# Conch needs the conch package. A kernel that cannot take the layer falls back with a warning, so the kernel
+# each server used is read from its log (int4_kernels). Greedy parity against the baseline: a wrong kernel
+# shows as different tokens.
+INT4_BACKENDS = ("machete", "humming", "triton")
 INT4_SIZING = [*LEVER_SIZING, *NOSPEC]
 INT4: dict[str, tuple[str, list[str], list[str], str]] = {
     "int4-marlin": ("kit", INT4_SIZING, [], "agree"),
     **{
         f"int4-{backend}": ("kit", INT4_SIZING, ["--linear-backend", backend], "agree")
-        for backend in ("machete", "humming", "triton", "exllama")
+        for backend in INT4_BACKENDS
     },
 }
 # The same with MTP 3 (every draft accepted): a decode step carries 1 + 3 tokens per stream, so 4 streams are

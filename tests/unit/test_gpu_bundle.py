@@ -391,3 +391,40 @@ def test_builder_refuses_carrying_what_the_machine_has(tmp_path, capsys):
     ]
     notes = mb.check_pins(tmp_path / "spec.toml", wheels, paths, machine, {"flashinfer-python": "optional"})
     assert notes == ["left out: flashinfer-python==0.7.2 (optional)"]
+
+
+def test_merge_links_what_the_bundle_lacks_and_keeps_its_own(tmp_path, capsys):
+    site, machine = tmp_path / "site", tmp_path / "machine"
+    (site / "nvidia/cu13/include/cccl/nv").mkdir(parents=True)
+    (site / "nvidia/cu13/include/crt").mkdir()
+    (site / "KIT-BUNDLE.json").write_text(
+        '{"vllm": "0.33.0", "merge_machine_dirs": ["nvidia/cu13/include", "nvidia/cu13/lib", "nvidia/none"]}'
+    )
+    (machine / "nvidia/cu13/include").mkdir(parents=True)
+    (machine / "nvidia/cu13/lib").mkdir()
+    for name in ("nvrtc.h", "cuda_runtime.h", "crt"):
+        (machine / "nvidia/cu13/include" / name).write_text("machine's")
+    (machine / "nvidia/cu13/lib/libnvrtc.so.13").write_text("lib")
+
+    lines = bundle_cli.merge_machine_dirs(site, [tmp_path / "empty", machine])
+    include = site / "nvidia/cu13/include"
+    assert (include / "nvrtc.h").read_text() == "machine's" and (include / "nvrtc.h").is_symlink()
+    assert (include / "crt").is_dir() and not (include / "crt").is_symlink()  # the bundle's own stays
+    assert (site / "nvidia/cu13/lib/libnvrtc.so.13").resolve() == machine / "nvidia/cu13/lib/libnvrtc.so.13"
+    assert lines == [
+        f"merge: nvidia/cu13/include: linked 2 entries of {machine}/nvidia/cu13/include",
+        f"merge: nvidia/cu13/lib: linked 1 entries of {machine}/nvidia/cu13/lib",
+        "merge: nvidia/none: the machine has none; the bundle's alone",
+    ]
+    again = bundle_cli.merge_machine_dirs(site, [machine])
+    assert again[:2] == [
+        f"merge: nvidia/cu13/include: linked 0 entries of {machine}/nvidia/cu13/include",
+        f"merge: nvidia/cu13/lib: linked 0 entries of {machine}/nvidia/cu13/lib",
+    ]
+
+
+def test_machine_roots_leave_out_the_bundle(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(bundle_cli.sys, "path", [str(site), str(tmp_path), str(tmp_path / "absent")])
+    assert bundle_cli.machine_roots(site) == [tmp_path]
