@@ -13,7 +13,7 @@ Get a wheel without installing it (it needs no GPU and none of its dependencies)
 
 The lists come from vLLM's own source (CacheDType, SpeculativeMethod, CompilationConfig, LinearBackend,
 the model registry, ...), never typed by hand; from a wheel, the version, the distribution and whether
-FlashInfer comes along are read from its METADATA and the FlashAttention-2 library from its file list.
+FlashInfer and Humming come along are read from its METADATA and the FlashAttention-2 library from its file list.
 The header records the command that wrote the file."""
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def describe_wheel(wheel: Path) -> dict[str, Any]:
         **facts,
         "has_fa2": any(fnmatch.fnmatch(n, FA2_LIBRARY) for n in names),
         "has_flashinfer": any(re.match(r"flashinfer-python\b", r) for r in requires),
+        "has_humming": any(re.match(r"humming-kernels\b", r) for r in requires),
     }
 
 

@@ -72,6 +72,10 @@ class EngineFacts(Strict):
     """``--gdn-prefill-backend`` exists."""
     linear_backends: list[str] = Field(default_factory=list)
     """Choices of ``--linear-backend`` (vLLM's ``LinearBackend``); empty: the flag does not exist."""
+    has_humming: bool | None = None
+    """The Humming int4 kernels importable (package humming-kernels, which vLLM 0.33.0 requires; from a
+    wheel: whether its METADATA requires it); None: unknown. ``--linear-backend humming`` without them falls
+    back to vLLM's own pick (Machete on SM90)."""
     mamba_cache_modes: list[str] = Field(default_factory=list)
     """Choices of ``--mamba-cache-mode`` (vLLM's ``MambaCacheMode``); empty: unknown."""
     hybrid_prefix_caching_default: bool | None = None

@@ -150,6 +150,7 @@ def probe_engine(vllm_dir: Path | None = None) -> EngineFacts:
         distribution=distribution,  # type: ignore[arg-type]
         device=device,  # type: ignore[arg-type]
         has_flashinfer=importlib.util.find_spec("flashinfer") is not None,
+        has_humming=importlib.util.find_spec("humming") is not None,
         cpu_fp8_kv=_cpu_has_fp8_kv() if device == "cpu" else None,
         source=f"probe of {vllm_dir}",
         **facts,
