@@ -359,6 +359,27 @@ def _spec_graphs_cost_warning(ctx: Ctx) -> list[Effect]:
     return [Warn(message)]
 
 
+HUMMING_MEASURED = Version("0.33.0")
+"""The first engine whose Humming int4 kernels were measured (H200, 2026-12-02): older engines keep Marlin."""
+HUMMING_MAX_SEQS = 16
+"""The largest max_num_seqs Humming was measured at against vLLM's own pick (Machete)."""
+
+
+def _humming_int4(ctx: Ctx) -> bool:
+    """SM90, INT4 weights, an engine from 0.33.0 that offers ``--linear-backend humming`` and has the
+    humming kernels installed, at most :data:`HUMMING_MAX_SEQS` sequences."""
+    return (
+        _cuda(ctx)
+        and ctx.cc is not None
+        and ctx.cc[0] == 9
+        and _int4_weights(ctx)
+        and not _before(ctx, HUMMING_MEASURED)
+        and "humming" in ctx.engine.linear_backends
+        and ctx.engine.has_humming is True
+        and int(ctx.settings.get("max_num_seqs") or 256) <= HUMMING_MAX_SEQS
+    )
+
+
 def _marlin_effects(ctx: Ctx) -> list[Effect]:
     """The engine's own kernel choice where it has one (``--linear-backend marlin``), else the
     environment variable that removes Machete from the candidates."""
@@ -826,15 +847,44 @@ RULES: list[Rule] = [
     ),
     # --- speed --------------------------------------------------------------------------------------------
     Rule(
+        id="int4-humming-sm90",
+        summary=f"SM90 + INT4 (AutoRound/GPTQ) weights + vLLM >= {HUMMING_MEASURED} with humming-kernels + "
+        f"max_num_seqs <= {HUMMING_MAX_SEQS} -> --linear-backend humming",
+        when=_humming_int4,
+        effect=lambda ctx: [Set("linear_backend", "humming")],
+        reason="Measured on an H200 with vLLM 0.33.0 and humming-kernels 0.1.19 (docs/gpu.md, 'The int4 kernels "
+        "side by side', 2026-12-02; docs/gpu-results/2026-12-02-int4/): the shape-exact Qwen3.6-27B INT4 "
+        "checkpoint, fp8 KV, CUDA graphs on, vllm bench serve 512 in / 512 out, greedy, each kernel forced "
+        "with --linear-backend and read back from the server's log. max_num_seqs 4: Humming 122.0 / 455.7 "
+        "tok/s at c=1 / c=4, Marlin (the kit's pick before) 117.3 / 428.4, Machete (vLLM's) 99.7 / 382.0, "
+        "Triton 25.1 / 99.4; with MTP 3 at full acceptance Humming 315.5 / 1008.4, Marlin 307.9 / 960.5, "
+        "Machete 284.2 / 969.9. max_num_seqs 16: Humming 122.7 / 842.7 / 1395.3 at c=1 / 8 / 16 against "
+        "Machete's 97.1 / 688.2 / 1235.8 (1.26x / 1.22x / 1.13x), median TTFT the same (111 / 378 / 662 "
+        "ms against 100 / 366 / 661), where Marlin's prefill had been 1.8x slower. Greedy output token-exact "
+        "against Marlin for every kernel (8 prompts one after another, 16 at once; with and without MTP 3). "
+        "vLLM itself ranks Humming ahead of Marlin on SM90 (prioritize_humming) but after Machete, so it "
+        "never picks it for this layer; the flag does. Without humming-kernels vLLM would fall back to its "
+        "own pick with a warning, hence the has_humming fact.",
+        issues=("measured-h200-2026-12-02",),
+        cost="Humming compiles its kernels with NVRTC on a machine's first start and caches them "
+        "(HUMMING_CACHE_DIR, on the kit image's cache volume): that start took 317 s against 246-267 s for "
+        "the other kernels started beside it; a later one 222 s against Machete's 235",
+        engines=f"measured on vllm 0.33.0 (humming-kernels 0.1.19, 1 to 16 streams); fires from "
+        f"{HUMMING_MEASURED} where the engine lists humming among --linear-backend's choices and has the "
+        "package (0.28 and 0.32 list it too, unmeasured: they keep Marlin)",
+    ),
+    Rule(
         id="int4-marlin-low-batch-sm90",
-        summary="SM90 + INT4 (AutoRound/GPTQ) weights + max_num_seqs <= 4 -> Marlin instead of Machete "
-        "(--linear-backend marlin where the engine has the flag, else VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
+        summary="SM90 + INT4 (AutoRound/GPTQ) weights + max_num_seqs <= 4, where rule int4-humming-sm90 does not "
+        "fire -> Marlin instead of Machete (--linear-backend marlin where the engine has the flag, else "
+        "VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
         when=lambda ctx: (
             _cuda(ctx)
             and ctx.cc is not None
             and ctx.cc[0] == 9
             and _int4_weights(ctx)
             and int(ctx.settings.get("max_num_seqs") or 256) <= 4
+            and not _humming_int4(ctx)
         ),
         effect=_marlin_effects,
         reason="Measured on an H100 with vLLM 0.24.0 (docs/gpu-results/2026-11-27/report-levers.md): single-stream "
@@ -848,7 +898,9 @@ RULES: list[Rule] = [
         "choose_mp_linear_kernel (AutoGPTQLinearMethod), which honours both --linear-backend (filtered to "
         "MarlinLinearKernel) and VLLM_DISABLED_KERNELS in every wheel 0.24-0.33; the flag is the engine's "
         "own choice and picks Marlin itself, whereas from 0.32 disabling Machete alone lets Humming take the "
-        "layer where it can: prioritize_humming ranks it above Marlin on SM90 (humming/priority.py:11).",
+        "layer where it can: prioritize_humming ranks it above Marlin on SM90 (humming/priority.py:11). Where "
+        "Humming is there and measured (0.33.0 with humming-kernels), rule int4-humming-sm90 picks it instead: "
+        "1.04x Marlin at c=1, 1.06x at c=4.",
         issues=("measured-h100-2026-11-27", "measured-h200-2026-12-02"),
         engines="measured on vllm 0.24.0 (H100 with the env var; H200 with the flag) and 0.33.0 (H200, the flag; "
         "1 to 16 streams); --linear-backend marlin read in every wheel 0.24.0-0.33.0, absent from 0.19.1 (the "

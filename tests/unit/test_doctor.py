@@ -299,8 +299,8 @@ def test_a_detected_gpu_other_than_the_profiles_is_reported_and_planned_for(
     )
     assert checks["gpu-profile"]["message"].startswith("GPU: planned for the detected NVIDIA H200")
     # the seed's MTP is off with TurboQuant KV (rule turboquant-spec-off) on both GPUs, so graphs-off-sm12x-mtp
-    # applies on neither; Marlin does on the H200's SM90 at max_num_seqs 3
-    assert "now applying: int4-marlin-low-batch-sm90" in checks["gpu-profile"]["message"]
+    # applies on neither; Humming does on the H200's SM90 (the newest engine has humming-kernels)
+    assert "now applying: int4-humming-sm90" in checks["gpu-profile"]["message"]
     assert (out["facts"]["gpu"]["origin"], out["facts"]["gpu"]["source"]) == ("detected", "nvml")
     # the fit is the H200's: 0.85 of 140.4 GiB
     assert checks["fit"]["details"]["budget_bytes"] == pytest.approx(140.4 * memory.GiB * 0.85, rel=0.01)

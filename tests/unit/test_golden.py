@@ -177,13 +177,18 @@ def test_h100_profile_keeps_graphs_on():
     assert "--enforce-eager" not in argv
 
 
-def test_marlin_rule_on_hopper_at_low_batch_only():
-    """Where the engine has --linear-backend the rule uses it (tests/unit/test_rules_versions.py covers
-    the environment variable on an engine without the flag)."""
-    text, argv = outcome("qwen3.6-27b-rtx5090-fast", "h100", MAINLINE)
-    assert argv is not None and argv[argv.index("--linear-backend") + 1] == "marlin"
-    assert "VLLM_DISABLED_KERNELS" not in text
-    _, argv = outcome("qwen3.6-27b-h100", "h100", MAINLINE)  # max_num_seqs 8: not measured there
-    assert argv is not None and "--linear-backend" not in argv
-    _, argv = outcome("qwen3.6-27b-rtx5090-fast", "rtx5090", MAINLINE)  # no Machete on Blackwell
-    assert argv is not None and "--linear-backend" not in argv
+def test_int4_kernel_rules_on_hopper():
+    """On 0.33 (humming-kernels pinned) Humming up to 16 sequences; on an engine before it Marlin at low batch
+    only, through --linear-backend where the engine has it (tests/unit/test_rules_versions.py covers the
+    environment variable on an engine without the flag); neither off Hopper."""
+
+    def backend(profile: str, gpu: str, engine: str) -> str | None:
+        text, argv = outcome(profile, gpu, engine)
+        assert argv is not None and "VLLM_DISABLED_KERNELS" not in text
+        return argv[argv.index("--linear-backend") + 1] if "--linear-backend" in argv else None
+
+    assert backend("qwen3.6-27b-rtx5090-fast", "h100", MAINLINE) == "humming"
+    assert backend("qwen3.6-27b-h100", "h100", MAINLINE) == "humming"  # max_num_seqs 8
+    assert backend("qwen3.6-27b-rtx5090-fast", "h100", "vllm-0.32") == "marlin"
+    assert backend("qwen3.6-27b-h100", "h100", "vllm-0.32") is None  # 8 > Marlin's 4: vLLM's Machete
+    assert backend("qwen3.6-27b-rtx5090-fast", "rtx5090", MAINLINE) is None  # no Machete on Blackwell

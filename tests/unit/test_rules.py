@@ -119,9 +119,14 @@ CASES: dict[str, tuple[Case, Case]] = {
     ),
     "dtype-bf16-fp8-sm90": (Case(sets=("serving.dtype=half",)), Case(sets=("serving.dtype=bfloat16",))),
     "cpu-eager-float32": (Case(**CPU), Case(**CPU, sets=("serving.enforce_eager=false",))),
+    "int4-humming-sm90": (
+        Case(sets=("serving.max_num_seqs=16",)),
+        Case(sets=("serving.max_num_seqs=17",)),
+    ),
+    # on 0.33 rule int4-humming-sm90 takes the layer; without the humming package Marlin's rule does
     "int4-marlin-low-batch-sm90": (
-        Case(sets=("serving.max_num_seqs=4",)),
-        Case(sets=("serving.max_num_seqs=5",)),
+        Case(sets=("serving.max_num_seqs=4",), engine_update={"has_humming": False}),
+        Case(sets=("serving.max_num_seqs=5",), engine_update={"has_humming": False}),
     ),
     "no-flashinfer-sampler": (
         Case(engine_update={"has_flashinfer": False}),

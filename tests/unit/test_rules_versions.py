@@ -353,7 +353,7 @@ def test_sm12x_mtp_rule_covers_every_version_and_says_they_are_unknown():
 
 
 def test_marlin_through_the_engines_flag_where_it_has_one():
-    for name in ("vllm-0.24", "vllm-0.33"):
+    for name in ("vllm-0.24", "vllm-0.32"):  # 0.33: rule int4-humming-sm90 instead
         facts = engine(name)
         assert "marlin" in facts.linear_backends
         result = make_plan(FAST, "h100", facts, [MTP3])
@@ -375,6 +375,27 @@ def test_no_marlin_above_four_sequences_or_off_hopper():
     assert "int4-marlin-low-batch-sm90" not in result.rules_fired
     result = make_plan(FAST, "rtx5090", engine("vllm-0.33"))
     assert "int4-marlin-low-batch-sm90" not in result.rules_fired
+
+
+# ------------------------------------------------------------------ int4-humming-sm90
+
+
+def test_humming_from_the_measured_engine_with_its_package_up_to_sixteen_sequences():
+    on = make_plan(FAST, "h100", engine("vllm-0.33"), [MTP3])
+    assert on.decisions["linear_backend"].value == "humming"
+    assert on.decisions["linear_backend"].rule == "int4-humming-sm90"
+    assert "int4-marlin-low-batch-sm90" not in on.rules_fired
+    for name, update, sets in (
+        ("vllm-0.32", {}, []),  # lists humming among --linear-backend's choices; not measured
+        ("vllm-0.33", {"has_humming": False}, []),  # the flag would fall back to Machete
+        ("vllm-0.33", {"has_humming": None}, []),  # unknown: not assumed
+        ("vllm-0.33", {"linear_backends": []}, []),
+        ("vllm-0.33", {}, ["serving.max_num_seqs=32"]),
+    ):
+        result = make_plan(FAST, "h100", engine(name).model_copy(update=update), [MTP3, *sets])
+        assert "int4-humming-sm90" not in result.rules_fired, (name, update, sets)
+    assert "int4-humming-sm90" not in make_plan(FAST, "rtx5090", engine("vllm-0.33")).rules_fired
+    assert "int4-humming-sm90" in make_plan(FAST, "h200", engine("vllm-0.33")).rules_fired
 
 
 # ------------------------------------------------------------------ the probe
