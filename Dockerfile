@@ -23,11 +23,15 @@ ARG KIT_GID=1000
 # Caches live under /data so that compose can put them on volumes: a restart neither downloads the
 # weights again (HF_HOME) nor recompiles: vLLM's torch.compile artifacts (VLLM_CACHE_ROOT), Inductor and
 # Triton kernels, FlashInfer's JIT kernels (nvcc, minutes on a first start; it caches under
-# $FLASHINFER_WORKSPACE_BASE/.cache) and the driver's PTX JIT cache (sm_120 kernels shipped as PTX).
+# $FLASHINFER_WORKSPACE_BASE/.cache), Humming's NVRTC-compiled int4 kernels (rule int4-humming-sm90; its
+# scratch and lock files go to the tmpfs: by default both live under ~, on the read-only root) and the
+# driver's PTX JIT cache (sm_120 kernels shipped as PTX).
 ENV HF_HOME=/data/hf \
     VLLM_CACHE_ROOT=/data/cache/vllm \
     TORCHINDUCTOR_CACHE_DIR=/data/cache/inductor \
     TRITON_CACHE_DIR=/data/cache/triton \
+    HUMMING_CACHE_DIR=/data/cache/humming \
+    HUMMING_TMP_DIR=/tmp/humming \
     FLASHINFER_WORKSPACE_BASE=/data/cache \
     CUDA_CACHE_PATH=/data/cache/nv \
     CUDA_CACHE_MAXSIZE=4294967296 \

@@ -16,12 +16,13 @@ from serve.launch.plan import Plan
 from serve.launch.render import FLAGS, flags_for
 
 # The kit image's cache layout (Dockerfile ENV, checked by tests/targets/test_common.py): vLLM's
-# torch.compile artifacts, Inductor and Triton kernels. On a volume they make restarts skip compilation.
+# torch.compile artifacts, Inductor, Triton and Humming kernels. On a volume they make restarts skip compilation.
 CACHE_ROOT = "/data/cache"
 CACHE_ENV = {
     "VLLM_CACHE_ROOT": f"{CACHE_ROOT}/vllm",
     "TORCHINDUCTOR_CACHE_DIR": f"{CACHE_ROOT}/inductor",
     "TRITON_CACHE_DIR": f"{CACHE_ROOT}/triton",
+    "HUMMING_CACHE_DIR": f"{CACHE_ROOT}/humming",
 }
 SIDECAR_PORT = 8889
 """The readiness sidecar's port (docker-compose.yml: HEALTHCHECK_PORT)."""
