@@ -108,6 +108,8 @@ LEVERS: dict[str, tuple[str, list[str], list[str], str]] = {
     "kit-noasync": ("kit", [*LEVER_SIZING, *NOSPEC], ["--no-async-scheduling"], "agree"),
     "kit16": ("kit", [*WIDE_SIZING, *NOSPEC], [], "agree"),
     "kit16-marlin": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "marlin"], "agree"),
+    # Humming against Machete at 1-16 streams (2026-12-02, after the int4 phase; run with --only kit16,kit16-humming)
+    "kit16-humming": ("kit", [*WIDE_SIZING, *NOSPEC], ["--linear-backend", "humming"], "agree"),
 }
 CAPTURE12 = json.dumps({"cudagraph_capture_sizes": [1, 2, 4, 8, 12, 16, 24, 32]})
 # FULL CUDA graphs for speculative decoding (0.29+: padded FULL graphs for uniform decode; the engine's
@@ -187,6 +189,7 @@ BENCHES: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "kit-noasync": STANDARD,
     "kit16": WIDE,
     "kit16-marlin": WIDE,
+    "kit16-humming": WIDE,
     "agree-nospec": STANDARD,
     "agree-mtp3": {**STANDARD, **THREE},
     "agree-mtp3-piecewise": STANDARD,
