@@ -864,7 +864,9 @@ RULES: list[Rule] = [
         "against Marlin for every kernel (8 prompts one after another, 16 at once; with and without MTP 3). "
         "vLLM itself ranks Humming ahead of Marlin on SM90 (prioritize_humming) but after Machete, so it "
         "never picks it for this layer; the flag does. Without humming-kernels vLLM would fall back to its "
-        "own pick with a warning, hence the has_humming fact.",
+        "own pick with a warning, hence the has_humming fact. Measured on the H200 only: the H100 is the same "
+        "sm_90 and humming's tuning table for it (humming/tune/sm90.py); the H20 has its own (sm90_h20.py), "
+        "unmeasured.",
         issues=("measured-h200-2026-12-02",),
         cost="Humming compiles its kernels with NVRTC on a machine's first start and caches them "
         "(HUMMING_CACHE_DIR, on the kit image's cache volume): that start took 317 s against 246-267 s for "
