@@ -99,6 +99,11 @@ def cmd_installed(stage_dir: Path, site: Path) -> int:
     return 3
 
 
+def read_info(site: Path) -> dict:
+    """The unpacked bundle's KIT-BUNDLE.json (what make-bundle.py recorded)."""
+    return json.loads((site / INFO).read_text())
+
+
 def machine_roots(site: Path) -> list[Path]:
     """The machine's own package folders (this interpreter's sys.path without the bundle's site)."""
     roots = []
@@ -114,7 +119,7 @@ def merge_machine_dirs(site: Path, roots: list[Path]) -> list[str]:
     entry of the first machine root's same folder that the site lacks: what one ``pip install`` would have
     put in one tree (nvidia/cu13: the bundle's cccl/crt headers beside the machine's NVRTC and cudart).
     Idempotent; an entry the bundle has is never replaced. Returns one line per folder."""
-    info = json.loads((site / INFO).read_text())
+    info = read_info(site)
     lines = []
     for rel in info.get("merge_machine_dirs", []):
         theirs = next((root / rel for root in roots if (root / rel).is_dir()), None)
@@ -134,7 +139,7 @@ def merge_machine_dirs(site: Path, roots: list[Path]) -> list[str]:
 
 
 def env_lines(site: Path) -> list[str]:
-    info = json.loads((site / INFO).read_text())
+    info = read_info(site)
     lines = [f"# written by scripts/gpu/bundle_cli.py env for vllm {info['vllm']}"]
     lines.append(f'export PYTHONPATH={shlex.quote(str(site))}"${{PYTHONPATH:+:$PYTHONPATH}}"')
     libs = [str(site / d) for d in info.get("prepend_ld_library_path", [])]

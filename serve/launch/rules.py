@@ -365,18 +365,25 @@ HUMMING_MAX_SEQS = 16
 """The largest max_num_seqs Humming was measured at against vLLM's own pick (Machete)."""
 
 
+def _sm90_int4(ctx: Ctx) -> bool:
+    """A CUDA engine on an SM90 GPU serving INT4 (AutoRound/GPTQ) weights: where the int4 kernel rules apply."""
+    return _cuda(ctx) and ctx.cc is not None and ctx.cc[0] == 9 and _int4_weights(ctx)
+
+
+def _max_num_seqs(ctx: Ctx) -> int:
+    """The planned max_num_seqs; vLLM's default (256) where the profile leaves it out."""
+    return int(ctx.settings.get("max_num_seqs") or 256)
+
+
 def _humming_int4(ctx: Ctx) -> bool:
     """SM90, INT4 weights, an engine from 0.33.0 that offers ``--linear-backend humming`` and has the
     humming kernels installed, at most :data:`HUMMING_MAX_SEQS` sequences."""
     return (
-        _cuda(ctx)
-        and ctx.cc is not None
-        and ctx.cc[0] == 9
-        and _int4_weights(ctx)
+        _sm90_int4(ctx)
         and not _before(ctx, HUMMING_MEASURED)
         and "humming" in ctx.engine.linear_backends
         and ctx.engine.has_humming is True
-        and int(ctx.settings.get("max_num_seqs") or 256) <= HUMMING_MAX_SEQS
+        and _max_num_seqs(ctx) <= HUMMING_MAX_SEQS
     )
 
 
@@ -880,14 +887,7 @@ RULES: list[Rule] = [
         summary="SM90 + INT4 (AutoRound/GPTQ) weights + max_num_seqs <= 4, where rule int4-humming-sm90 does not "
         "fire -> Marlin instead of Machete (--linear-backend marlin where the engine has the flag, else "
         "VLLM_DISABLED_KERNELS=MacheteLinearKernel)",
-        when=lambda ctx: (
-            _cuda(ctx)
-            and ctx.cc is not None
-            and ctx.cc[0] == 9
-            and _int4_weights(ctx)
-            and int(ctx.settings.get("max_num_seqs") or 256) <= 4
-            and not _humming_int4(ctx)
-        ),
+        when=lambda ctx: _sm90_int4(ctx) and _max_num_seqs(ctx) <= 4 and not _humming_int4(ctx),
         effect=_marlin_effects,
         reason="Measured on an H100 with vLLM 0.24.0 (docs/gpu-results/2026-11-27/report-levers.md): single-stream "
         "decode of the shape-exact Qwen3.6-27B INT4 checkpoint, fp8 KV, CUDA graphs on, 1024 tokens: 103.2 tok/s "

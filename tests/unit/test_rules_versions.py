@@ -371,8 +371,11 @@ def test_marlin_through_the_environment_where_the_engine_has_no_flag():
 
 
 def test_no_marlin_above_four_sequences_or_off_hopper():
-    result = make_plan(FAST, "h100", engine("vllm-0.33"), ["serving.max_num_seqs=8"])
+    # vllm-0.32: there rule int4-humming-sm90 does not decide the layer, so only the bound keeps Marlin out
+    result = make_plan(FAST, "h100", engine("vllm-0.32"), ["serving.max_num_seqs=8"])
     assert "int4-marlin-low-batch-sm90" not in result.rules_fired
+    result = make_plan(FAST, "h100", engine("vllm-0.32"), ["serving.max_num_seqs=4"])
+    assert "int4-marlin-low-batch-sm90" in result.rules_fired
     result = make_plan(FAST, "rtx5090", engine("vllm-0.33"))
     assert "int4-marlin-low-batch-sm90" not in result.rules_fired
 
